@@ -1,0 +1,1 @@
+"""Runnable configs; installed as ``qdarts.configs`` so `qdarts search` finds them anywhere."""

@@ -1,0 +1,1 @@
+"""Built-in hardware targets (YAML data sheets with cited numbers)."""
