@@ -1,0 +1,36 @@
+"""Hardware cost models: what a layer costs at a (w_bits, a_bits) pair on a target.
+
+Pure numpy and pyyaml. Knows nothing of the sibling packages (quant, search_spaces, qdarts) and
+never imports jax: a cost model knows nothing of search methods.
+"""
+
+from hwcost.bops import BopsModel
+from hwcost.cost_model import (
+  METRICS,
+  Cost,
+  CostModel,
+  CostTableError,
+  layer_act_bytes,
+  layer_bops,
+  layer_flash_bytes,
+)
+from hwcost.layer_spec import LayerSpec
+from hwcost.roofline import RooflineModel, load_target
+from hwcost.tables import CostTables, build_cost_tables, layers_cost
+
+__all__ = [
+  "METRICS",
+  "BopsModel",
+  "Cost",
+  "CostModel",
+  "CostTableError",
+  "CostTables",
+  "LayerSpec",
+  "RooflineModel",
+  "build_cost_tables",
+  "layer_act_bytes",
+  "layer_bops",
+  "layer_flash_bytes",
+  "layers_cost",
+  "load_target",
+]

@@ -1,0 +1,130 @@
+"""The `qdarts` command. Kept short: each subcommand is an `add_*_parser` / `run_*` pair.
+
+Heavy imports (jax, onnx) happen inside `run_*`, so `qdarts --help` is instant. User errors
+(`QdartsError`, `CostTableError`) print one line and exit with code 2; `--debug` shows the
+traceback.
+"""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from qdarts.errors import ConfigError, QdartsError
+
+QUICKSTART = "quickstart.yaml"
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message):  # one line, exit code 2 (argparse's own code for usage errors)
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_search_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "search",
+    help="search, derive, fine-tune and export a SubNet (the whole pipeline)",
+    description="Runs the whole pipeline: bilevel search of ops and bit-widths against the "
+    "target's cost, derivation of the argmax SubNet, QAT fine-tuning, integer ONNX export, "
+    "verification in ONNX Runtime and a report, all in one run folder.",
+    epilog="example: qdarts search configs/quickstart.yaml search.epochs=3 cost.weight=0.5",
+  )
+  p.add_argument(
+    "config",
+    nargs="?",
+    default=None,
+    help="YAML config file (default: the packaged configs/quickstart.yaml)",
+  )
+  p.add_argument(
+    "overrides",
+    nargs="*",
+    metavar="KEY=VALUE",
+    help="dotted config overrides, e.g. search.epochs=3 quant.w_bits=[4,8]",
+  )
+  p.add_argument(
+    "--out",
+    type=Path,
+    default=None,
+    help="run folder (default: runs/<config-name>-<timestamp>/ under the current directory)",
+  )
+  p.add_argument(
+    "--no-cache",
+    action="store_true",
+    help="do not use the persistent XLA compilation cache "
+    "($QDARTS_CACHE_DIR, default ~/.cache/qdarts/jax)",
+  )
+  p.set_defaults(func=run_search)
+
+
+def _config_path(arg: str | None, overrides: list[str]) -> tuple[Path, list[str]]:
+  from importlib import resources  # noqa: PLC0415
+
+  if arg is not None and "=" in arg and not Path(arg).exists():
+    overrides, arg = [arg, *overrides], None  # only overrides were given
+  if arg is None:
+    return Path(str(resources.files("qdarts.configs") / QUICKSTART)), overrides
+  return Path(arg), overrides
+
+
+def _enable_compilation_cache() -> None:
+  import jax  # noqa: PLC0415
+
+  cache = os.environ.get("QDARTS_CACHE_DIR") or str(Path.home() / ".cache" / "qdarts" / "jax")
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+def run_search(args) -> int:
+  from qdarts import pipeline  # noqa: PLC0415 (imports jax)
+  from qdarts.config import load_config  # noqa: PLC0415
+  from qdarts.progress import RichReporter  # noqa: PLC0415
+  from qdarts.run_dir import new_run_dir  # noqa: PLC0415
+
+  path, overrides = _config_path(args.config, args.overrides)
+  cfg = load_config(path, overrides)
+  if not args.no_cache:
+    _enable_compilation_cache()
+  reporter = RichReporter()
+  reporter.console.print(f"[bold]qdarts search[/] {path} ({cfg.name})")
+  setup = pipeline.prepare(cfg)  # everything that can reject the input, before any write
+  if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+    raise ConfigError(f"--out {args.out}: folder exists and is not empty; choose a new one")
+  run_dir = new_run_dir(args.out, cfg.name)
+  from tensorboardX import SummaryWriter  # noqa: PLC0415
+
+  with SummaryWriter(str(run_dir / "events")) as writer, reporter:
+    result = pipeline.run(setup, run_dir, reporter, writer)
+  reporter.summary(result, run_dir)
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = _Parser(
+    prog="qdarts",
+    allow_abbrev=False,
+    description="Differentiable quantization-aware architecture search "
+    "(∇QDARTS) for tinyML hardware, from config to deployable int8/int4 model.",
+  )
+  parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+  add_search_parser(sub)
+  args = parser.parse_args(argv)
+  if args.command is None:
+    parser.print_help()
+    return 2
+  from hwcost import CostTableError  # noqa: PLC0415 (numpy only)
+
+  try:
+    return args.func(args)
+  except (QdartsError, CostTableError) as e:
+    if args.debug:
+      raise
+    print(f"qdarts: error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("qdarts: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

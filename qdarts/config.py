@@ -1,0 +1,289 @@
+"""The run config: one YAML file parsed once into frozen dataclasses, with dotted overrides.
+
+Sections: ``data``, ``space``, ``quant``, ``search``, ``cost``, ``train``, ``export``. Unknown
+keys, wrong types and out-of-range values fail at load time with the file, the dotted key and
+what was expected, e.g. ``quickstart.yaml: search.sampler: 'gumble' is not one of softmax,
+gumbel, gumbel_hard``. Nothing downstream calls ``cfg.get(key, default)``.
+"""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from qdarts.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+  dataset: Literal["digits", "synthetic"] = "digits"
+  batch_size: int = 64  # per step, for the weight and the architecture halves
+  test_fraction: float = 0.2  # held-out share of the dataset, never seen by the search
+  eval_batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+  name: Literal["tiny"] = "tiny"
+  stem_channels: int = 16
+  channels: tuple[int, ...] = (16, 24, 24, 32)
+  strides: tuple[int, ...] = (1, 2, 1, 1)
+  ops: tuple[str, ...] = ("conv3x3", "conv5x5", "dwsep3x3", "skip")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+  w_bits: tuple[int, ...] = (2, 4, 8)  # candidate weight bit-widths
+  a_bits: tuple[int, ...] = (2, 4, 8)  # candidate activation bit-widths
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+  epochs: int = 30
+  warmup_epochs: int = 10  # weight steps only, before architecture steps begin
+  sampler: Literal["softmax", "gumbel", "gumbel_hard"] = "gumbel"
+  tau_start: float = 5.0  # temperature, decayed exponentially over the arch epochs
+  tau_end: float = 0.5
+  weight_optimizer: Literal["adam", "sgd"] = "adam"  # cosine-decayed; weights and LSQ steps
+  weight_lr: float = 3e-3
+  weight_momentum: float = 0.9  # sgd only
+  weight_decay: float = 3e-4
+  arch_lr: float = 3e-3  # Adam (op and bit logits)
+  arch_weight_decay: float = 1e-3
+
+
+@dataclass(frozen=True)
+class CostConfig:
+  target: str = "bops"  # built-in target name or a path to a target YAML file
+  metric: Literal["bops", "latency_ms", "energy_uj", "flash_bytes"] = "bops"
+  form: Literal["linear", "hinge"] = "linear"
+  weight: float = 0.5  # λ
+  budget: float | None = None  # hinge: target value of the metric, in its own unit
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+  epochs: int = 20  # QAT fine-tune of the derived SubNet
+  optimizer: Literal["adam", "sgd"] = "adam"
+  lr: float = 1e-3
+  momentum: float = 0.9
+  weight_decay: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+  formats: tuple[Literal["onnx"], ...] = ("onnx",)
+
+
+@dataclass(frozen=True)
+class Config:
+  name: str = "run"
+  seed: int = 0
+  data: DataConfig = field(default_factory=DataConfig)
+  space: SpaceConfig = field(default_factory=SpaceConfig)
+  quant: QuantConfig = field(default_factory=QuantConfig)
+  search: SearchConfig = field(default_factory=SearchConfig)
+  cost: CostConfig = field(default_factory=CostConfig)
+  train: TrainConfig = field(default_factory=TrainConfig)
+  export: ExportConfig = field(default_factory=ExportConfig)
+
+
+# ----- parsing ------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+  if typing.get_origin(tp) is Literal:
+    return "one of " + ", ".join(str(a) for a in typing.get_args(tp))
+  if typing.get_origin(tp) is tuple:
+    return f"a list of {_type_name(typing.get_args(tp)[0])}"
+  if typing.get_origin(tp) in (typing.Union, types.UnionType):
+    return " or ".join(_type_name(a) for a in typing.get_args(tp))
+  return {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    type(None): "null",
+  }.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+  """Checks ``value`` against the annotation ``tp``; returns it in the dataclass's type."""
+  origin = typing.get_origin(tp)
+  if dataclasses.is_dataclass(tp):
+    if not isinstance(value, dict):
+      raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+    return _build(tp, value, where)
+  if origin is Literal:
+    if value not in typing.get_args(tp):
+      raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
+    return value
+  if origin in (typing.Union, types.UnionType):
+    for arg in typing.get_args(tp):
+      try:
+        return _coerce(value, arg, where)
+      except ConfigError:
+        continue
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+  if origin is tuple:
+    if not isinstance(value, list | tuple):
+      raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    (item,) = typing.get_args(tp)[:1]
+    return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+  if tp is type(None):
+    if value is not None:
+      raise ConfigError(f"{where}: expected null, got {value!r}")
+    return None
+  if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+    return float(value)
+  if tp is int and isinstance(value, int) and not isinstance(value, bool):
+    return value
+  if tp in (str, bool) and isinstance(value, tp):
+    return value
+  raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, raw: dict, where: str) -> Any:
+  hints = typing.get_type_hints(cls)
+  names = [f.name for f in dataclasses.fields(cls)]
+  for key in raw:
+    if key not in hints:
+      raise ConfigError(
+        f"{where}{'.' if where else ''}{key}: unknown key; allowed: {', '.join(names)}"
+      )
+  kwargs = {k: _coerce(v, hints[k], f"{where}{'.' if where else ''}{k}") for k, v in raw.items()}
+  return cls(**kwargs)
+
+
+def _apply_override(raw: dict, override: str) -> None:
+  """``a.b.c=value`` sets ``raw['a']['b']['c']``; the value is parsed as YAML (``[2,4]``)."""
+  if "=" not in override:
+    raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. search.epochs=3")
+  key, text = override.split("=", 1)
+  try:
+    value = yaml.safe_load(text)
+  except yaml.YAMLError as e:
+    raise ConfigError(f"override {key}: cannot parse {text!r} ({e.__class__.__name__})") from e
+  *parents, leaf = key.strip().split(".")
+  node = raw
+  for p in parents:
+    child = node.setdefault(p, {})
+    if not isinstance(child, dict):
+      raise ConfigError(f"override {key}: {p} is not a section")
+    node = child
+  node[leaf] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+  """Reads a YAML config, applies dotted overrides, validates, and returns a :class:`Config`.
+
+  Raises:
+    ConfigError: naming the file and dotted key, for any problem.
+  """
+  path = Path(path)
+  try:
+    raw = yaml.safe_load(path.read_text()) or {}
+  except FileNotFoundError as e:
+    raise ConfigError(f"{path}: config file not found") from e
+  except (OSError, UnicodeDecodeError) as e:
+    raise ConfigError(f"{path}: cannot read config ({e})") from e
+  except yaml.YAMLError as e:
+    mark = getattr(e, "problem_mark", None)
+    line = f" line {mark.line + 1}" if mark else ""
+    raise ConfigError(f"{path}:{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
+  if not isinstance(raw, dict):
+    raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+  raw.setdefault("name", path.stem)
+  for o in overrides:
+    _apply_override(raw, o)
+  try:
+    cfg = _build(Config, raw, "")
+  except ConfigError as e:
+    raise ConfigError(f"{path.name}: {e}") from None
+  _check_ranges(cfg, path.name)
+  return cfg
+
+
+def _check_ranges(cfg: Config, where: str) -> None:
+  def need(ok: bool, key: str, expected: str, got: Any) -> None:
+    if not ok:
+      raise ConfigError(f"{where}: {key}: expected {expected}, got {got!r}")
+
+  d, s, q, se, c, t = cfg.data, cfg.space, cfg.quant, cfg.search, cfg.cost, cfg.train
+  need(d.batch_size >= 1, "data.batch_size", "a positive integer", d.batch_size)
+  need(0 < d.test_fraction < 1, "data.test_fraction", "a fraction in (0, 1)", d.test_fraction)
+  need(len(s.channels) >= 1, "space.channels", "at least one choice layer", list(s.channels))
+  need(
+    len(s.strides) == len(s.channels),
+    "space.strides",
+    f"{len(s.channels)} entries (one per channel entry)",
+    list(s.strides),
+  )
+  need(all(st in (1, 2) for st in s.strides), "space.strides", "strides of 1 or 2", list(s.strides))
+  need(
+    all(ch >= 1 for ch in (*s.channels, s.stem_channels)),
+    "space.channels",
+    "positive channel counts",
+    list(s.channels),
+  )
+  need(len(s.ops) >= 1, "space.ops", "a non-empty list of ops", list(s.ops))
+  from search_spaces.candidates import CANDIDATE_OPS  # noqa: PLC0415 (jax import, lazily)
+
+  for i, op in enumerate(s.ops):
+    need(op in CANDIDATE_OPS, f"space.ops[{i}]", "one of " + ", ".join(CANDIDATE_OPS), op)
+  for key, bits in (("quant.w_bits", q.w_bits), ("quant.a_bits", q.a_bits)):
+    need(len(bits) >= 1, key, "a non-empty list of bit-widths", list(bits))
+    need(
+      all(2 <= b <= 8 for b in bits) and len(set(bits)) == len(bits),
+      key,
+      "distinct bit-widths between 2 and 8",
+      list(bits),
+    )
+  need(se.epochs >= 1, "search.epochs", "a positive integer", se.epochs)
+  need(
+    0 <= se.warmup_epochs < se.epochs,
+    "search.warmup_epochs",
+    f"an integer in [0, search.epochs={se.epochs})",
+    se.warmup_epochs,
+  )
+  need(
+    se.tau_start > 0 and se.tau_end > 0,
+    "search.tau_start/tau_end",
+    "positive numbers",
+    (se.tau_start, se.tau_end),
+  )
+  need(
+    se.weight_lr > 0 and se.arch_lr > 0,
+    "search.weight_lr/arch_lr",
+    "positive numbers",
+    (se.weight_lr, se.arch_lr),
+  )
+  need(c.weight >= 0, "cost.weight", "a number >= 0", c.weight)
+  need(
+    c.form != "hinge" or (c.budget is not None and c.budget > 0),
+    "cost.budget",
+    "a positive budget in the metric's unit when cost.form is hinge",
+    c.budget,
+  )
+  need(t.epochs >= 0, "train.epochs", "an integer >= 0", t.epochs)
+  need(t.lr > 0, "train.lr", "a positive number", t.lr)
+  need(
+    len(cfg.export.formats) >= 1, "export.formats", "at least one format", list(cfg.export.formats)
+  )
+
+
+def config_to_dict(cfg: Config) -> dict:
+  """The resolved config as plain YAML-able data (tuples become lists)."""
+
+  def plain(v):
+    if isinstance(v, tuple | list):
+      return [plain(x) for x in v]
+    if isinstance(v, dict):
+      return {k: plain(x) for k, x in v.items()}
+    return v
+
+  return plain(dataclasses.asdict(cfg))

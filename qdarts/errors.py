@@ -1,0 +1,17 @@
+"""The exceptions users see: one family, each message says what, where and what to do."""
+
+
+class QdartsError(Exception):
+  """A user-facing error; the CLI prints its message on one line and exits with code 2."""
+
+
+class ConfigError(QdartsError):
+  """A config file or override is missing, malformed, or out of range."""
+
+
+class DataError(QdartsError):
+  """A dataset cannot be found or read."""
+
+
+class ExportError(QdartsError):
+  """A SubNet cannot be exported or an exported model cannot be read."""

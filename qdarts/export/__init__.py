@@ -1,0 +1,31 @@
+"""Integer export of a fixed quantized SubNet: a numpy IR, its fake-quant reference, and ONNX.
+
+``reference_forward`` is the oracle: every backend's integer model must reproduce it up to the
+int32 rounding of biases and float summation order.
+"""
+
+from qdarts.export.ir import (
+  QConv,
+  QGlobalAvgPool,
+  QLinear,
+  QuantizedChain,
+  bias_codes,
+  bias_scale,
+  reference_forward,
+  validate_chain,
+)
+from qdarts.export.onnx import build_model, export_onnx, run_onnx
+
+__all__ = [
+  "QConv",
+  "QGlobalAvgPool",
+  "QLinear",
+  "QuantizedChain",
+  "bias_codes",
+  "bias_scale",
+  "build_model",
+  "export_onnx",
+  "reference_forward",
+  "run_onnx",
+  "validate_chain",
+]

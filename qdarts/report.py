@@ -1,0 +1,70 @@
+"""report.md: what was searched, what was found, what it costs, and how it was verified."""
+
+
+def _fmt(v: float) -> str:
+  if isinstance(v, float) and (abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3)):
+    return f"{v:.4g}"
+  return f"{v:,.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
+
+
+def render_markdown(result: dict, subnet: dict) -> str:
+  """The run report as markdown (tables only; plots come with the monitoring work)."""
+  acc, metric = result["accuracy"], result["metric"]
+  lines = [
+    f"# qdarts run: {result['config']}",
+    "",
+    f"Space `{result['space']}` on `{result['dataset']}` ({result['test_samples']} test "
+    f"samples), target `{result['target']}`, searched against `{metric}`.",
+    "",
+    "## Result",
+    "",
+    "| quantity | value |",
+    "|---|---|",
+    f"| test accuracy, fake-quant (JAX) | {acc['fake_quant']:.4f} |",
+    f"| test accuracy, exported ONNX model in ONNX Runtime | {acc['onnx_runtime']:.4f} |",
+    f"| predictions equal between the two | {acc['prediction_agreement']:.2%} |",
+    f"| test accuracy right after derivation (inherited weights) | "
+    f"{acc['inherited_fake_quant']:.4f} |",
+  ]
+  lines += [f"| {m} (exact, whole SubNet) | {_fmt(v)} |" for m, v in result["cost"].items()]
+  lines += [f"| time: {k[:-2]} | {v:.1f} s |" for k, v in result["timings_s"].items()]
+  lines += [
+    "",
+    "## Derived SubNet",
+    "",
+    f"| choice | op | weight bits | activation bits | P(op) | {metric} |",
+    "|---|---|---|---|---|---|",
+  ]
+  for layer in subnet["layers"]:
+    lines.append(
+      f"| {layer['choice']} | {layer['op']} | {layer['w_bits']} | "
+      f"{layer['a_bits']} | {layer['op_probability']:.3f} | "
+      f"{_fmt(layer['cost'][metric])} |"
+    )
+  for fixed in subnet["fixed_layers"]:
+    lines.append(f"| {fixed['name']} (fixed) | — | 8 | 8 | — | {_fmt(fixed['cost'][metric])} |")
+  lines += [
+    "",
+    "## Search",
+    "",
+    f"| epoch | τ | weight loss | train acc | arch CE | E[{metric}] | argmax {metric} |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for row in result["search_history"]:
+    lines.append(
+      f"| {row['epoch']} | {row['tau']:.2f} | {row['loss']:.3f} | {row['acc']:.3f} "
+      f"| {row.get('arch_ce', float('nan')):.3f} | {_fmt(row['expected_cost'])} | "
+      f"{_fmt(row['argmax_cost'])} |"
+    )
+  lines += [
+    "",
+    "## Files",
+    "",
+    "- `config.yaml`: the resolved config of this run",
+    "- `subnet.json`: the derived SubNet, per-layer bits and exact costs",
+    "- `model.onnx`: the integer QDQ model (opset 21; input NCHW float in [0, 1])",
+    "- `result.json`: every number above, machine-readable",
+    "- `events/`: TensorBoard event files (`tensorboard --logdir events`)",
+    "",
+  ]
+  return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""The run folder and atomic artifact writes (temporary file, then ``os.replace``)."""
+
+import hashlib
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+  """Writes ``data`` to ``path`` so a reader sees the old file or the whole new one."""
+  path = Path(path)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+  return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+  return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj) -> Path:
+  return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def new_run_dir(out: Path | None, config_name: str) -> Path:
+  """Creates ``runs/<config-name>-<YYYYmmdd-HHMMSS>/`` (or ``out``) and returns it.
+
+  A second run in the same second gets a ``-2``, ``-3``… suffix rather than sharing a folder.
+  """
+  if out is not None:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+  base = Path("runs") / f"{config_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+  base.parent.mkdir(parents=True, exist_ok=True)
+  path, n = base, 1
+  while True:
+    try:
+      path.mkdir()
+      return path
+    except FileExistsError:
+      n += 1
+      path = base.with_name(f"{base.name}-{n}")
+
+
+def file_digest(path: Path) -> dict:
+  """``{"path", "bytes", "sha256"}`` of an artifact, for result.json."""
+  data = Path(path).read_bytes()
+  return {"path": Path(path).name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

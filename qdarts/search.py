@@ -1,0 +1,119 @@
+"""The first-order bilevel search loop (DARTS), around the jitted steps of ``qdarts.steps``.
+
+Per iteration: one architecture step on a batch of the architecture half (after the warm-up
+epochs), then one weight step on a batch of the weight half. Keys are ``fold_in(root, step)``
+so the draws depend only on the seed and the step. Metrics stay on the device within an epoch
+and are averaged once per epoch.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from qdarts.config import Config
+from qdarts.data import Dataset, epoch_batches
+from qdarts.objective import CostObjective
+from qdarts.relaxation import expected_probs, temperature
+from qdarts.steps import (
+  TrainState,
+  arch_optimizer,
+  make_arch_step,
+  make_supernet_apply,
+  make_weight_step,
+  weight_optimizer,
+)
+from qdarts.supernet import Groups, masked_logits, merge_supernet
+
+EpochCallback = Callable[[int, dict], None]
+
+
+@dataclass
+class SearchOutcome:
+  """Final parameter groups and one metrics dict per epoch."""
+
+  groups: Groups
+  history: list[dict]
+
+
+def argmax_cost(objective: CostObjective, logits: dict) -> float:
+  """Exact cost (in the objective's metric) of the SubNet the logits would derive now."""
+  op = np.asarray(logits["op"]).argmax(-1)  # (L,)
+  layers = np.arange(op.size)
+  w = np.asarray(logits["w"])[layers, op].argmax(-1)  # (L,)
+  a = np.asarray(logits["a"])[layers, op].argmax(-1)
+  return float(objective.fixed_cost + objective.table[layers, op, w, a].sum())
+
+
+def run_search(
+  cfg: Config,
+  data: Dataset,
+  graphdef: nnx.GraphDef,
+  groups: Groups,
+  objective: CostObjective,
+  on_epoch: EpochCallback | None = None,
+) -> SearchOutcome:
+  """Runs ``cfg.search.epochs`` epochs and returns the final groups and the history."""
+  se, bs = cfg.search, cfg.data.batch_size
+  steps_per_epoch = min(len(data.y_weight), len(data.y_arch)) // bs
+  w_tx = weight_optimizer(
+    se.weight_optimizer,
+    se.weight_lr,
+    se.weight_momentum,
+    se.weight_decay,
+    se.epochs * steps_per_epoch,
+  )
+  a_tx = arch_optimizer(se.arch_lr, se.arch_weight_decay)
+  w_params, a_params = (groups.weights, groups.scales), (groups.arch, groups.prec)
+  wtrain, atrain = (
+    TrainState(w_params, w_tx.init(w_params)),
+    TrainState(a_params, a_tx.init(a_params)),
+  )
+  weight_step = make_weight_step(make_supernet_apply(graphdef, se.sampler), w_tx)
+  arch_step = make_arch_step(graphdef, objective, se.sampler, a_tx)
+  logits_of = jax.jit(lambda w, a: masked_logits(merge_supernet(graphdef, Groups(*w, *a))))
+  cost_of = jax.jit(lambda logits: objective.expected(expected_probs(logits)))
+
+  root = jax.random.key(cfg.seed)
+  data_key, step_key = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
+  history = []
+  for epoch in range(se.epochs):
+    tau = jnp.float32(temperature(epoch, se.warmup_epochs, se.epochs, se.tau_start, se.tau_end))
+    ek = jax.random.fold_in(data_key, epoch)
+    w_idx = epoch_batches(len(data.y_weight), bs, jax.random.fold_in(ek, 0))
+    a_idx = epoch_batches(len(data.y_arch), bs, jax.random.fold_in(ek, 1))
+    w_metrics, a_metrics = [], []
+    for i in range(steps_per_epoch):
+      k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
+      if epoch >= se.warmup_epochs:
+        atrain, m = arch_step(
+          atrain, wtrain.params, data.x_arch[a_idx[i]], data.y_arch[a_idx[i]], k_a, tau
+        )
+        a_metrics.append(m)
+      wtrain, m = weight_step(
+        wtrain, atrain.params, data.x_weight[w_idx[i]], data.y_weight[w_idx[i]], k_w, tau
+      )
+      w_metrics.append(m)
+    logits = logits_of(wtrain.params, atrain.params)
+    row = {
+      "epoch": epoch + 1,
+      "tau": float(tau),
+      **_mean(w_metrics),
+      **_mean(a_metrics),
+      "expected_cost": float(cost_of(logits)),
+      "argmax_cost": argmax_cost(objective, logits),
+    }
+    history.append(row)
+    if on_epoch:
+      on_epoch(epoch, row)
+  return SearchOutcome(Groups(*wtrain.params, *atrain.params), history)
+
+
+def _mean(metrics: list[dict]) -> dict:
+  if not metrics:
+    return {}
+  stacked = jax.device_get(metrics)
+  return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}

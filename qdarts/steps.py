@@ -1,0 +1,140 @@
+"""Jitted training steps as pure functions of pytrees, built by small factories.
+
+The weight step trains weights and LSQ step sizes (SGD-momentum) on the weight half; the
+architecture step trains op and bit logits (Adam) on the architecture half against
+cross-entropy plus the cost term (first-order DARTS). τ and the PRNG key are traced arguments
+of fixed dtype, so a new temperature never recompiles.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from qdarts.objective import CostObjective
+from qdarts.relaxation import Sampler, expected_probs, sample_probs
+from qdarts.supernet import Groups, masked_logits, merge_supernet
+
+MIN_STEP = 1e-6  # LSQ step sizes are kept positive after each update
+
+
+class TrainState(NamedTuple):
+  """A trainable group and its optimizer state."""
+
+  params: Any
+  opt_state: optax.OptState
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Mean softmax cross-entropy and accuracy; ``logits`` ``(N, K)``, ``labels`` ``(N,)``."""
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  return loss, (logits.argmax(-1) == labels).mean()
+
+
+def weight_optimizer(
+  kind: str, lr: float, momentum: float, weight_decay: float, total_steps: int
+) -> optax.GradientTransformation:
+  """Cosine-decayed ``sgd`` (with momentum) or ``adam`` on ``(weights, scales)``.
+
+  Decoupled weight decay applies to the weights only, never to the LSQ step sizes; gradients
+  are clipped to a global norm of 5 (DARTS).
+  """
+
+  def decay_mask(params):
+    weights, scales = params
+    return (jax.tree.map(lambda _: True, weights), jax.tree.map(lambda _: False, scales))
+
+  schedule = optax.cosine_decay_schedule(lr, max(total_steps, 1))
+  if kind == "sgd":
+    update = optax.sgd(schedule, momentum=momentum)
+  elif kind == "adam":
+    update = optax.adam(schedule)
+  else:
+    raise ValueError(f"unknown weight optimizer {kind!r}")
+  return optax.chain(
+    optax.clip_by_global_norm(5.0), optax.add_decayed_weights(weight_decay, mask=decay_mask), update
+  )
+
+
+def arch_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformation:
+  """Adam on ``(arch, prec)`` logits with DARTS's β1 = 0.5."""
+  return optax.adamw(lr, b1=0.5, b2=0.999, weight_decay=weight_decay)
+
+
+def make_weight_step(apply_fn: Callable, tx: optax.GradientTransformation) -> Callable:
+  """Builds ``step(train, frozen, x, y, key, tau) -> (train, metrics)``.
+
+  Args:
+    apply_fn: ``apply_fn((weights, scales), frozen, x, key, tau) -> logits``.
+    tx: optimizer over ``(weights, scales)``.
+  """
+
+  def step(train: TrainState, frozen, x, y, key, tau):
+    def loss_fn(params):
+      return cross_entropy(apply_fn(params, frozen, x, key, tau), y)
+
+    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
+    updates, opt_state = tx.update(grads, train.opt_state, train.params)
+    weights, scales = optax.apply_updates(train.params, updates)
+    scales = jax.tree.map(lambda s: jnp.maximum(s, MIN_STEP), scales)
+    return TrainState((weights, scales), opt_state), {"loss": loss, "acc": acc}
+
+  return jax.jit(step)
+
+
+def make_supernet_apply(graphdef: nnx.GraphDef, sampler: Sampler) -> Callable:
+  """The supernet forward for weight steps: probabilities sampled from frozen logits."""
+
+  def apply_fn(params, frozen, x, key, tau):
+    weights, scales = params
+    arch, prec = frozen
+    model = merge_supernet(graphdef, Groups(weights, scales, arch, prec))
+    probs = sample_probs(masked_logits(model), key, tau, sampler)
+    return model.net(x, jax.tree.map(jax.lax.stop_gradient, probs))
+
+  return apply_fn
+
+
+def make_arch_step(
+  graphdef: nnx.GraphDef,
+  objective: CostObjective,
+  sampler: Sampler,
+  tx: optax.GradientTransformation,
+) -> Callable:
+  """Builds ``step(train, frozen, x, y, key, tau) -> (train, metrics)`` for the logits.
+
+  ``train.params`` is ``(arch, prec)``; ``frozen`` is ``(weights, scales)``. The loss is
+  CE(net(x, sampled probs), y) + penalty(E[C]), with E[C] under the categorical distributions
+  softmax(α), softmax(β), softmax(γ) (see :mod:`qdarts.objective`).
+  """
+
+  def step(train: TrainState, frozen, x, y, key, tau):
+    def loss_fn(params):
+      arch, prec = params
+      weights, scales = frozen
+      model = merge_supernet(graphdef, Groups(weights, scales, arch, prec))
+      logits = masked_logits(model)
+      ce, acc = cross_entropy(model.net(x, sample_probs(logits, key, tau, sampler)), y)
+      cost = objective.expected(expected_probs(logits))
+      return ce + objective.penalty(cost), (ce, acc, cost)
+
+    (loss, (ce, acc, cost)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
+    updates, opt_state = tx.update(grads, train.opt_state, train.params)
+    params = optax.apply_updates(train.params, updates)
+    return TrainState(params, opt_state), {
+      "arch_loss": loss,
+      "arch_ce": ce,
+      "arch_acc": acc,
+      "expected_cost": cost,
+    }
+
+  return jax.jit(step)
+
+
+def make_predict(apply_fn: Callable) -> Callable:
+  """Jitted ``predict(params, frozen, x) -> logits`` (no sampling noise: key and τ fixed)."""
+  key, tau = jax.random.key(0), jnp.float32(1.0)
+  return jax.jit(lambda params, frozen, x: apply_fn(params, frozen, x, key, tau))
