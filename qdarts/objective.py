@@ -11,6 +11,7 @@ the step the expected cost of a SubNet drawn from the choice distributions is
 or measured, plugs in without being differentiable, and costing is free at step time.
 """
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -33,12 +34,20 @@ def expected_cost(table: jax.Array, probs: Probs) -> jax.Array:
   return jnp.einsum("lo,low,loa,lowa->", probs.op, probs.w, probs.a, table)
 
 
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=["table", "fixed_cost", "reference", "weight", "budget"],
+  meta_fields=["form"],
+)
 @dataclass(frozen=True)
 class CostObjective:
   """The cost term of the architecture loss.
 
   ``linear``: λ·E[C]/C_ref, with C_ref the cost of the costliest SubNet of the space, so the
   term lies in [0, λ]. ``hinge``: λ·relu(E[C]/budget − 1), zero once the budget is met.
+
+  A pytree whose numbers are leaves: it enters the jitted architecture step as an argument, so
+  another cost weight or budget reuses the compiled step (and, later, λ can change per step).
 
   Attributes:
     table: ``(L, O, Bw, Ba)`` float32, the chosen metric.
@@ -47,15 +56,36 @@ class CostObjective:
     form, weight, budget: from the ``cost`` config section.
   """
 
-  table: np.ndarray
-  fixed_cost: float
-  reference: float
+  table: jax.Array
+  fixed_cost: jax.Array
+  reference: jax.Array
+  weight: jax.Array
+  budget: jax.Array
   form: str
-  weight: float
-  budget: float | None
+
+  @classmethod
+  def create(
+    cls,
+    table: np.ndarray,
+    fixed_cost: float,
+    reference: float,
+    form: str,
+    weight: float,
+    budget: float | None,
+  ) -> "CostObjective":
+    """Builds the objective with every number as a float32 array of fixed shape."""
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    return cls(
+      table=f32(table),
+      fixed_cost=f32(fixed_cost),
+      reference=f32(reference),
+      weight=f32(weight),
+      budget=f32(1.0 if budget is None else budget),
+      form=form,
+    )
 
   def expected(self, probs: Probs) -> jax.Array:
-    return self.fixed_cost + expected_cost(jnp.asarray(self.table, jnp.float32), probs)
+    return self.fixed_cost + expected_cost(self.table, probs)
 
   def penalty(self, cost: jax.Array) -> jax.Array:
     if self.form == "linear":

@@ -92,8 +92,8 @@ def prepare(cfg: Config) -> Setup:
   )
   fixed_cost = sum(cost_model.cost(spec, 8, 8).values[metric] for spec in fixed_layers)
   table = tables.values[0]  # (L, O, Bw, Ba)
-  objective = CostObjective(
-    table=table.astype(np.float32),
+  objective = CostObjective.create(
+    table=table,
     fixed_cost=float(fixed_cost),
     reference=costliest_subnet(table, tables.op_mask, fixed_cost),
     form=cfg.cost.form,

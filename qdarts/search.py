@@ -45,7 +45,8 @@ def argmax_cost(objective: CostObjective, logits: dict) -> float:
   layers = np.arange(op.size)
   w = np.asarray(logits["w"])[layers, op].argmax(-1)  # (L,)
   a = np.asarray(logits["a"])[layers, op].argmax(-1)
-  return float(objective.fixed_cost + objective.table[layers, op, w, a].sum())
+  table = np.asarray(objective.table, np.float64)
+  return float(objective.fixed_cost) + float(table[layers, op, w, a].sum())
 
 
 def run_search(
@@ -73,9 +74,9 @@ def run_search(
     TrainState(a_params, a_tx.init(a_params)),
   )
   weight_step = make_weight_step(make_supernet_apply(graphdef, se.sampler), w_tx)
-  arch_step = make_arch_step(graphdef, objective, se.sampler, a_tx)
+  arch_step = make_arch_step(graphdef, se.sampler, a_tx)
   logits_of = jax.jit(lambda w, a: masked_logits(merge_supernet(graphdef, Groups(*w, *a))))
-  cost_of = jax.jit(lambda logits: objective.expected(expected_probs(logits)))
+  cost_of = jax.jit(lambda obj, logits: obj.expected(expected_probs(logits)))
 
   root = jax.random.key(cfg.seed)
   data_key, step_key = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
@@ -90,7 +91,7 @@ def run_search(
       k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
       if epoch >= se.warmup_epochs:
         atrain, m = arch_step(
-          atrain, wtrain.params, data.x_arch[a_idx[i]], data.y_arch[a_idx[i]], k_a, tau
+          atrain, wtrain.params, objective, data.x_arch[a_idx[i]], data.y_arch[a_idx[i]], k_a, tau
         )
         a_metrics.append(m)
       wtrain, m = weight_step(
@@ -103,7 +104,7 @@ def run_search(
       "tau": float(tau),
       **_mean(w_metrics),
       **_mean(a_metrics),
-      "expected_cost": float(cost_of(logits)),
+      "expected_cost": float(cost_of(objective, logits)),
       "argmax_cost": argmax_cost(objective, logits),
     }
     history.append(row)

@@ -100,18 +100,17 @@ def make_supernet_apply(graphdef: nnx.GraphDef, sampler: Sampler) -> Callable:
 
 def make_arch_step(
   graphdef: nnx.GraphDef,
-  objective: CostObjective,
   sampler: Sampler,
   tx: optax.GradientTransformation,
 ) -> Callable:
-  """Builds ``step(train, frozen, x, y, key, tau) -> (train, metrics)`` for the logits.
+  """Builds ``step(train, frozen, objective, x, y, key, tau) -> (train, metrics)``.
 
   ``train.params`` is ``(arch, prec)``; ``frozen`` is ``(weights, scales)``. The loss is
   CE(net(x, sampled probs), y) + penalty(E[C]), with E[C] under the categorical distributions
   softmax(α), softmax(β), softmax(γ) (see :mod:`qdarts.objective`).
   """
 
-  def step(train: TrainState, frozen, x, y, key, tau):
+  def step(train: TrainState, frozen, objective: CostObjective, x, y, key, tau):
     def loss_fn(params):
       arch, prec = params
       weights, scales = frozen
