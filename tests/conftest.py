@@ -1,0 +1,33 @@
+"""Suite-wide setup: the persistent XLA compilation cache (compile time dominates small tests)."""
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+_CACHE = os.environ.get("QDARTS_TEST_CACHE") or str(Path.home() / ".cache" / "qdarts" / "jax-tests")
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+  """A config small enough to search, fine-tune and export in seconds."""
+  return [
+    "data.dataset=synthetic",
+    "data.batch_size=32",
+    "space.stem_channels=4",
+    "space.channels=[4,8]",
+    "space.strides=[1,2]",
+    "space.ops=[conv3x3,dwsep3x3,skip]",
+    "search.epochs=3",
+    "search.warmup_epochs=1",
+    "train.epochs=1",
+  ]
+
+
+@pytest.fixture
+def quickstart_path() -> Path:
+  return Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
