@@ -1,0 +1,93 @@
+"""The whole pipeline on a tiny config: artifacts, their agreement, and the export bridge."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from qdarts import pipeline
+from qdarts.config import load_config
+from qdarts.export import reference_forward
+from qdarts.export.from_subnet import chain_from_subnet
+from qdarts.finetune import predict_logits
+from search_spaces import Choice, TinySpace
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, request):
+  from pathlib import Path
+
+  quickstart = Path(request.config.rootpath) / "configs" / "quickstart.yaml"
+  overrides = [
+    "data.dataset=synthetic",
+    "data.batch_size=32",
+    "space.stem_channels=4",
+    "space.channels=[4,8]",
+    "space.strides=[1,2]",
+    "space.ops=[conv3x3,dwsep3x3,skip]",
+    "search.epochs=3",
+    "search.warmup_epochs=1",
+    "train.epochs=2",
+  ]
+  cfg = load_config(quickstart, overrides)
+  run_dir = tmp_path_factory.mktemp("run")
+  result = pipeline.run(pipeline.prepare(cfg), run_dir)
+  return run_dir, result
+
+
+def test_run_folder_holds_every_artifact(finished_run):
+  run_dir, result = finished_run
+  for name in ("config.yaml", "subnet.json", "model.onnx", "report.md", "result.json"):
+    assert (run_dir / name).stat().st_size > 0, name
+  assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
+  on_disk = json.loads((run_dir / "result.json").read_text())
+  assert on_disk["accuracy"] == result["accuracy"]
+  listed = {a["path"]: a for a in on_disk["artifacts"]}
+  assert listed["model.onnx"]["bytes"] == (run_dir / "model.onnx").stat().st_size
+  assert len(listed["model.onnx"]["sha256"]) == 64
+
+
+def test_subnet_json_costs_add_up(finished_run):
+  run_dir, result = finished_run
+  subnet = json.loads((run_dir / "subnet.json").read_text())
+  assert [layer["op"] for layer in subnet["layers"]] == [s["op"] for s in result["subnet"]]
+  total = sum(layer["cost"]["bops"] for layer in subnet["layers"]) + sum(
+    f["cost"]["bops"] for f in subnet["fixed_layers"]
+  )
+  assert total == subnet["total_cost"]["bops"] == result["cost"]["bops"]
+  for layer in subnet["layers"]:
+    assert layer["w_bits"] in (2, 4, 8) and layer["a_bits"] in (2, 4, 8)
+
+
+def test_onnx_runtime_agrees_with_fake_quant(finished_run):
+  _, result = finished_run
+  acc = result["accuracy"]
+  assert abs(acc["onnx_runtime"] - acc["fake_quant"]) <= 0.01
+  assert acc["prediction_agreement"] >= 0.99
+
+
+def test_report_names_the_subnet(finished_run):
+  run_dir, result = finished_run
+  text = (run_dir / "report.md").read_text()
+  for layer in result["subnet"]:
+    assert f"| {layer['choice']} | {layer['op']} | {layer['w_bits']} | {layer['a_bits']} |" in text
+
+
+def test_exported_chain_reproduces_the_fake_quant_subnet():
+  """Bias on the int32 grid in QAT makes the JAX SubNet equal the integer model's semantics."""
+  ops = ("conv3x3", "dwsep3x3", "skip")
+  space = TinySpace((8, 8, 1), 5, 4, (4, 8, 8), (1, 2, 1), ops)
+  choices = [Choice("conv3x3", 2, 4), Choice("dwsep3x3", 4, 2), Choice("skip", 8, 8)]
+  subnet = space.build((2, 4, 8), (2, 4, 8), nnx.Rngs(0), choices)
+  x = jax.random.uniform(jax.random.key(0), (32, 8, 8, 1))
+  subnet.calibrate(x)
+  rng = np.random.default_rng(0)
+  for _, module in subnet.quantized_layers(ops):  # non-trivial biases
+    if hasattr(module, "bias"):
+      module.bias[...] = rng.normal(0, 0.3, module.bias[...].shape).astype(np.float32)
+  chain = chain_from_subnet(subnet.quantized_layers(ops), (8, 8, 1), 5, {})
+  jax_logits = predict_logits(subnet, x)
+  ref = reference_forward(chain, np.asarray(x), int32_bias=True)
+  np.testing.assert_allclose(jax_logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
