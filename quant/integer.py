@@ -11,6 +11,8 @@ from quant.lsq import act_qrange, weight_qrange
 
 def weight_codes(w: np.ndarray, step: np.ndarray, bits: int) -> np.ndarray:
   """Per-output-channel signed codes of a kernel (output channels last), dtype int8."""
+  if bits > 8:
+    raise ValueError(f"weight codes of {bits} bits do not fit int8")
   qn, qp = weight_qrange(bits)
   q = np.round(np.asarray(w, np.float32) / np.asarray(step, np.float32))
   return np.clip(q, qn, qp).astype(np.int8)
@@ -18,6 +20,8 @@ def weight_codes(w: np.ndarray, step: np.ndarray, bits: int) -> np.ndarray:
 
 def act_codes(x: np.ndarray, step: float, bits: int) -> np.ndarray:
   """Unsigned activation codes, dtype uint8 (an 8-bit container for any bits ≤ 8)."""
+  if bits > 8:
+    raise ValueError(f"activation codes of {bits} bits do not fit uint8")
   qn, qp = act_qrange(bits)
   q = np.round(np.asarray(x, np.float32) / np.float32(step))
   return np.clip(q, qn, qp).astype(np.uint8)
@@ -44,6 +48,10 @@ def pack_int4(codes: np.ndarray) -> np.ndarray:
 def unpack_int4(packed: np.ndarray, count: int) -> np.ndarray:
   """Inverse of :func:`pack_int4`: the first ``count`` signed codes as int8."""
   packed = np.asarray(packed, np.uint8).reshape(-1)
+  if count > 2 * packed.size:
+    raise ValueError(
+      f"{packed.size} packed bytes hold at most {2 * packed.size} codes, not {count}"
+    )
   nibbles = np.empty(packed.size * 2, np.uint8)
   nibbles[0::2] = packed & 0xF
   nibbles[1::2] = packed >> 4

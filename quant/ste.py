@@ -16,5 +16,11 @@ def round_ste(x: jax.Array) -> jax.Array:
 
 
 def scale_grad(x: jax.Array, scale: float | jax.Array) -> jax.Array:
-  """Returns ``x`` unchanged, with its gradient multiplied by ``scale`` (LSQ's g)."""
-  return x * scale + jax.lax.stop_gradient(x - x * scale)
+  """Returns ``x`` bit-exactly, with its gradient multiplied by ``scale`` (LSQ's g).
+
+  Written as sg(x) + (x·g − sg(x·g)) rather than x·g + sg(x − x·g): the latter can be one
+  float32 ulp off ``x``, and then a fake quantizer rounds a tie the other way from the
+  exported codes.
+  """
+  scaled = x * scale
+  return jax.lax.stop_gradient(x) + (scaled - jax.lax.stop_gradient(scaled))

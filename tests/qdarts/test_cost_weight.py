@@ -1,5 +1,7 @@
 """Raising the cost weight lowers the exact cost of the derived SubNet."""
 
+import itertools
+
 import jax
 import pytest
 
@@ -42,5 +44,5 @@ def test_cost_is_non_increasing_in_the_cost_weight(quickstart_path, sampler):
   ]
   costs = [derived_cost(quickstart_path, overrides, w) for w in WEIGHTS]
   print("derived bops by cost weight", dict(zip(WEIGHTS, costs, strict=True)))
-  assert all(a >= b for a, b in zip(costs, costs[1:])), costs
+  assert all(a >= b for a, b in itertools.pairwise(costs)), costs
   assert costs[-1] < costs[0], costs

@@ -51,12 +51,6 @@ def test_scale_grad_with_array_scale():
   chex.assert_trees_all_close(grad, scale, rtol=1e-6, atol=0)
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="quant bug: scale_grad computes x*g + sg(x - x*g), which is off from x by one ulp "
-  "for some x (x + (x*g - sg(x*g)) would be exact), so the LSQ forward pass uses a step "
-  "that differs from the stored one",
-)
 def test_scale_grad_value_is_bit_exact():
   x = jnp.asarray(np.random.default_rng(0).uniform(0.01, 1.0, size=(1000,)).astype(np.float32))
   out = scale_grad(x, 1.0 / np.sqrt(18 * 127))
