@@ -90,6 +90,7 @@ def prepare(cfg: Config) -> Setup:
   tables = build_cost_tables(
     candidate_layers, cost_model, cfg.quant.w_bits, cfg.quant.a_bits, (metric,)
   )
+  _reject_unsupported_pairs(tables, cost_model, cfg)
   fixed_cost = sum(cost_model.cost(spec, 8, 8).values[metric] for spec in fixed_layers)
   table = tables.values[0]  # (L, O, Bw, Ba)
   objective = CostObjective.create(
@@ -104,6 +105,26 @@ def prepare(cfg: Config) -> Setup:
   return Setup(
     cfg, data, space, cost_model, supernet, tables, candidate_layers, fixed_layers, objective
   )
+
+
+def _reject_unsupported_pairs(tables: CostTables, cost_model: CostModel, cfg: Config) -> None:
+  """A bit pair the target cannot run must never be searched as if it were free.
+
+  Weight and activation bits have separate logits, so a target that supports only some pairs
+  is rejected here with the pairs to drop, rather than masked approximately.
+  """
+  unsupported = sorted(
+    {
+      (cfg.quant.w_bits[w], cfg.quant.a_bits[a])
+      for _, _, w, a in np.argwhere(tables.op_mask[..., None, None] & ~tables.pair_mask)
+    }
+  )
+  if unsupported:
+    pairs = ", ".join(f"w{w}a{a}" for w, a in unsupported)
+    raise ConfigError(
+      f"quant: target {cost_model.name!r} does not support the bit pairs {pairs} "
+      "(its unsupported_policy is error); choose quant.w_bits and quant.a_bits it supports"
+    )
 
 
 def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=None) -> dict:

@@ -91,3 +91,49 @@ def test_exported_chain_reproduces_the_fake_quant_subnet():
   jax_logits = predict_logits(subnet, x)
   ref = reference_forward(chain, np.asarray(x), int32_bias=True)
   np.testing.assert_allclose(jax_logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+def _tiny_cfg(request, *extra):
+  from pathlib import Path
+
+  quickstart = Path(request.config.rootpath) / "configs" / "quickstart.yaml"
+  return load_config(
+    quickstart,
+    [
+      "data.dataset=synthetic",
+      "space.stem_channels=4",
+      "space.channels=[4,8]",
+      "space.strides=[1,2]",
+      "space.ops=[conv3x3,dwsep3x3,skip]",
+      *extra,
+    ],
+  )
+
+
+def test_analytic_target_fills_latency_tables(request):
+  setup = pipeline.prepare(_tiny_cfg(request, "cost.target=bitfusion45", "cost.metric=latency_ms"))
+  table = np.asarray(setup.objective.table)  # (L, O, Bw, Ba)
+  mask = setup.tables.op_mask
+  assert setup.cost_model.name == "bitfusion45"
+  conv3x3 = table[:, 0]  # every layer has a conv3x3: strictly positive latency at every pair
+  assert (conv3x3 > 0).all()
+  assert float(setup.objective.reference) >= float(table[mask].max())
+  # fewer bits never cost more on a bit-flexible accelerator
+  assert (np.diff(conv3x3, axis=1) >= 0).all() and (np.diff(conv3x3, axis=2) >= 0).all()
+
+
+def test_target_without_a_searched_pair_is_rejected(request, tmp_path):
+  from importlib import resources
+
+  from qdarts.errors import ConfigError
+
+  text = (resources.files("qdarts.configs.targets") / "bitfusion45.yaml").read_text()
+  text = text.replace(
+    "supported: {w_bits: [2, 4, 8], a_bits: [2, 4, 8]}",
+    "supported: {w_bits: [4, 8], a_bits: [2, 4, 8]}",
+  )
+  text = text.replace("unsupported_policy: promote", "unsupported_policy: error")
+  path = tmp_path / "no2bit.yaml"
+  path.write_text(text)
+  with pytest.raises(ConfigError, match="does not support the bit pairs w2a2, w2a4, w2a8"):
+    pipeline.prepare(_tiny_cfg(request, f"cost.target={path}"))
