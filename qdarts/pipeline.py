@@ -6,6 +6,7 @@ Everything that can fail on bad input (config, target, dataset, space) runs in
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -127,116 +128,77 @@ def _reject_unsupported_pairs(tables: CostTables, cost_model: CostModel, cfg: Co
     )
 
 
+def _epoch_logger(stage: str, reporter: Reporter, writer) -> Callable[[int, dict], None]:
+  """Sends one epoch's metrics to the progress display and to TensorBoard as ``tag/name``
+  (the stage name without dashes)."""
+
+  def on_epoch(epoch: int, row: dict) -> None:
+    reporter.advance(stage, row)
+    if writer is not None:
+      for name, value in row.items():
+        if name != "epoch":
+          writer.add_scalar(f"{stage.replace('-', '')}/{name}", value, epoch + 1)
+
+  return on_epoch
+
+
 def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=None) -> dict:
   """Runs search → derive → fine-tune → export → verify → report in ``run_dir``.
 
-  Returns the result dict also written to ``result.json``.
+  Each stage writes its artifact atomically as soon as it is done. Returns the result dict
+  also written to ``result.json``.
   """
   reporter = reporter or SilentReporter()
-  cfg, data, space = setup.cfg, setup.data, setup.space
+  cfg = setup.cfg
   timings: dict[str, float] = {}
   atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
-  # search
   t0 = time.perf_counter()
-  setup.supernet.net.calibrate(data.x_weight[:CALIBRATION_BATCH])
-  graphdef, groups = split_supernet(setup.supernet)
-  reporter.start("search", cfg.search.epochs)
-
-  def on_search_epoch(epoch, row):
-    reporter.advance("search", row)
-    if writer is not None:
-      for k, v in row.items():
-        if k != "epoch":
-          writer.add_scalar(f"search/{k}", v, epoch + 1)
-
-  outcome = run_search(cfg, data, graphdef, groups, setup.objective, on_search_epoch)
+  supernet, history = _search(setup, reporter, writer)
   timings["search_s"] = time.perf_counter() - t0
   reporter.finish("search", f"{timings['search_s']:.1f} s")
 
-  # derive
-  supernet = merge_supernet(graphdef, outcome.groups)
-  logits = jax.device_get(masked_logits(supernet))
-  choices = derive_choices(logits, space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
-  costs = subnet_costs(
-    choices, setup.candidate_layers, setup.fixed_layers, space.op_names, setup.cost_model
-  )
-  subnet_doc = _subnet_document(cfg, setup, choices, costs, logits)
+  choices, costs, subnet_doc = _derive(setup, supernet)
   atomic_write_json(run_dir / "subnet.json", subnet_doc)
 
-  # fine-tune
   t0 = time.perf_counter()
-  subnet = space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed), choices)
-  subnet.inherit(supernet.net, choices, space.op_names)
-  inherited_acc = accuracy(predict_logits(subnet, data.x_test), data.y_test)
-  reporter.start("fine-tune", cfg.train.epochs)
-
-  def on_train_epoch(epoch, row):
-    reporter.advance("fine-tune", row)
-    if writer is not None:
-      for k, v in row.items():
-        if k != "epoch":
-          writer.add_scalar(f"finetune/{k}", v, epoch + 1)
-
-  subnet, train_history = finetune(
-    subnet, data, cfg.train, cfg.data.batch_size, cfg.seed, on_train_epoch
+  subnet, fq_logits, accuracies, train_history = _finetune(
+    setup, supernet, choices, reporter, writer
   )
-  fq_logits = predict_logits(subnet, data.x_test)
-  fq_acc = accuracy(fq_logits, data.y_test)
   timings["finetune_s"] = time.perf_counter() - t0
-  reporter.finish("fine-tune", f"fake-quant test accuracy {fq_acc:.4f}")
+  reporter.finish("fine-tune", f"fake-quant test accuracy {accuracies['fake_quant']:.4f}")
 
-  # export and verify in ONNX Runtime
   t0 = time.perf_counter()
-  chain = chain_from_subnet(
-    subnet.quantized_layers(space.op_names),
-    data.input_shape,
-    data.num_classes,
-    {"dataset": data.name, "config": cfg.name, "target": setup.cost_model.name},
-  )
-  onnx_path = export_onnx(chain, run_dir / "model.onnx")
-  onnx_logits = run_onnx(onnx_path, np.asarray(data.x_test))
-  onnx_acc = accuracy(onnx_logits, data.y_test)
-  agreement = float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean())
+  accuracies.update(_export_and_verify(setup, subnet, run_dir, fq_logits))
   timings["export_s"] = time.perf_counter() - t0
   reporter.finish(
     "export",
-    f"ONNX Runtime test accuracy {onnx_acc:.4f} "
-    f"(agrees with fake-quant on {agreement:.2%} of samples)",
+    f"ONNX Runtime test accuracy {accuracies['onnx_runtime']:.4f} (agrees with fake-quant "
+    f"on {accuracies['prediction_agreement']:.2%} of samples)",
   )
 
   result = {
     "config": cfg.name,
-    "dataset": data.name,
-    "space": space.name,
+    "dataset": setup.data.name,
+    "space": setup.space.name,
     "target": setup.cost_model.name,
     "metric": cfg.cost.metric,
-    "test_samples": int(len(data.y_test)),
-    "accuracy": {
-      "inherited_fake_quant": inherited_acc,
-      "fake_quant": fq_acc,
-      "onnx_runtime": onnx_acc,
-      "prediction_agreement": agreement,
-      "onnx_minus_fake_quant_pp": 100 * (onnx_acc - fq_acc),
-    },
+    "test_samples": int(len(setup.data.y_test)),
+    "accuracy": accuracies,
     "cost": costs["total"],
-    "subnet": [
-      {"choice": n, "op": c.op, "w_bits": c.w_bits, "a_bits": c.a_bits}
-      for n, c in zip(space.choice_names, choices, strict=True)
-    ],
+    "subnet": [_layer_record(setup, l, c) for l, c in enumerate(choices)],
     "timings_s": timings,
     "machine": {
       "platform": platform.platform(),
       "jax_backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
     },
-    "search_history": outcome.history,
+    "search_history": history,
     "finetune_history": train_history,
   }
   if writer is not None:
-    writer.add_scalar("final/fake_quant_accuracy", fq_acc, 0)
-    writer.add_scalar("final/onnx_accuracy", onnx_acc, 0)
-    writer.add_scalar(f"final/{cfg.cost.metric}", costs["total"][cfg.cost.metric], 0)
+    for name, value in (*accuracies.items(), *costs["total"].items()):
+      writer.add_scalar(f"final/{name}", value, 0)
     writer.flush()
   atomic_write_text(run_dir / "report.md", report.render_markdown(result, subnet_doc))
   result["artifacts"] = [
@@ -247,6 +209,81 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   return result
 
 
+def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[dict]]:
+  """Calibrates the quantizers, runs the bilevel search, returns the trained supernet."""
+  cfg = setup.cfg
+  setup.supernet.net.calibrate(setup.data.x_weight[:CALIBRATION_BATCH])
+  graphdef, groups = split_supernet(setup.supernet)
+  reporter.start("search", cfg.search.epochs)
+  on_epoch = _epoch_logger("search", reporter, writer)
+  outcome = run_search(cfg, setup.data, graphdef, groups, setup.objective, on_epoch)
+  return merge_supernet(graphdef, outcome.groups), outcome.history
+
+
+def _derive(setup: Setup, supernet: Supernet) -> tuple[list[Choice], dict, dict]:
+  """The argmax SubNet, its exact costs, and the subnet.json document."""
+  cfg, space = setup.cfg, setup.space
+  logits = jax.device_get(masked_logits(supernet))
+  choices = derive_choices(logits, space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
+  costs = subnet_costs(
+    choices, setup.candidate_layers, setup.fixed_layers, space.op_names, setup.cost_model
+  )
+  return choices, costs, _subnet_document(cfg, setup, choices, costs, logits)
+
+
+def _finetune(
+  setup: Setup, supernet: Supernet, choices: list[Choice], reporter: Reporter, writer
+) -> tuple[nnx.Module, np.ndarray, dict, list[dict]]:
+  """Builds the SubNet, inherits the supernet's weights, fine-tunes it, evaluates it.
+
+  Returns the trained SubNet, its fake-quant test logits, accuracies and history.
+  """
+  cfg, space, data = setup.cfg, setup.space, setup.data
+  subnet = space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed), choices)
+  subnet.inherit(supernet.net, choices, space.op_names)
+  inherited = accuracy(predict_logits(subnet, data.x_test), data.y_test)
+  reporter.start("fine-tune", cfg.train.epochs)
+  on_epoch = _epoch_logger("fine-tune", reporter, writer)
+  subnet, history = finetune(subnet, data, cfg.train, cfg.data.batch_size, cfg.seed, on_epoch)
+  logits = predict_logits(subnet, data.x_test)
+  accuracies = {"inherited_fake_quant": inherited, "fake_quant": accuracy(logits, data.y_test)}
+  return subnet, logits, accuracies, history
+
+
+def _export_and_verify(
+  setup: Setup, subnet: nnx.Module, run_dir: Path, fq_logits: np.ndarray
+) -> dict:
+  """Writes model.onnx and runs it in ONNX Runtime on the test split."""
+  data = setup.data
+  metadata = {
+    "dataset": data.name,
+    "config": setup.cfg.name,
+    "target": setup.cost_model.name,
+  }
+  chain = chain_from_subnet(
+    subnet.quantized_layers(setup.space.op_names), data.input_shape, data.num_classes, metadata
+  )
+  onnx_logits = run_onnx(export_onnx(chain, run_dir / "model.onnx"), np.asarray(data.x_test))
+  onnx_acc = accuracy(onnx_logits, data.y_test)
+  fq_acc = accuracy(fq_logits, data.y_test)
+  return {
+    "onnx_runtime": onnx_acc,
+    "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),
+    "onnx_minus_fake_quant_pp": 100 * (onnx_acc - fq_acc),
+  }
+
+
+def _layer_record(setup: Setup, l: int, choice: Choice) -> dict:
+  """Choice point l's op and bits; bits are null for an op without quantized layers (skip)."""
+  quantized = bool(setup.candidate_layers[l][setup.space.op_names.index(choice.op)])
+  return {
+    "choice": setup.space.choice_names[l],
+    "op": choice.op,
+    "w_bits": choice.w_bits if quantized else None,
+    "a_bits": choice.a_bits if quantized else None,
+  }
+
+
 def _subnet_document(
   cfg: Config, setup: Setup, choices: list[Choice], costs: dict, logits: dict
 ) -> dict:
@@ -254,14 +291,11 @@ def _subnet_document(
   space = setup.space
   p_op = np.asarray(jax.nn.softmax(logits["op"], -1))
   layers = []
-  for l, (name, c) in enumerate(zip(space.choice_names, choices, strict=True)):
+  for l, c in enumerate(choices):
     o = space.op_names.index(c.op)
     layers.append(
       {
-        "choice": name,
-        "op": c.op,
-        "w_bits": c.w_bits,
-        "a_bits": c.a_bits,
+        **_layer_record(setup, l, c),
         "cost": costs["layers"][l],
         "op_probability": float(p_op[l, o]),
         "op_probabilities": {op: float(p) for op, p in zip(space.op_names, p_op[l], strict=True)},

@@ -53,7 +53,8 @@ class RichReporter:
     for col in ("choice", "op", "w bits", "a bits"):
       table.add_column(col)
     for layer in result["subnet"]:
-      table.add_row(layer["choice"], layer["op"], str(layer["w_bits"]), str(layer["a_bits"]))
+      bits = ["—" if b is None else str(b) for b in (layer["w_bits"], layer["a_bits"])]
+      table.add_row(layer["choice"], layer["op"], *bits)
     self.console.print(table)
     acc = result["accuracy"]
     self.console.print(

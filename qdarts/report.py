@@ -1,7 +1,9 @@
 """report.md: what was searched, what was found, what it costs, and how it was verified."""
 
 
-def _fmt(v: float) -> str:
+def _fmt(v: float | None) -> str:
+  if v is None or (isinstance(v, float) and v != v):  # no bits (skip), or no value (NaN)
+    return "—"
   if isinstance(v, float) and (abs(v) >= 1e5 or (v != 0 and abs(v) < 1e-3)):
     return f"{v:.4g}"
   return f"{v:,.4f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v)
@@ -37,8 +39,8 @@ def render_markdown(result: dict, subnet: dict) -> str:
   ]
   for layer in subnet["layers"]:
     lines.append(
-      f"| {layer['choice']} | {layer['op']} | {layer['w_bits']} | "
-      f"{layer['a_bits']} | {layer['op_probability']:.3f} | "
+      f"| {layer['choice']} | {layer['op']} | {_fmt(layer['w_bits'])} | "
+      f"{_fmt(layer['a_bits'])} | {layer['op_probability']:.3f} | "
       f"{_fmt(layer['cost'][metric])} |"
     )
   for fixed in subnet["fixed_layers"]:
@@ -53,7 +55,7 @@ def render_markdown(result: dict, subnet: dict) -> str:
   for row in result["search_history"]:
     lines.append(
       f"| {row['epoch']} | {row['tau']:.2f} | {row['loss']:.3f} | {row['acc']:.3f} "
-      f"| {row.get('arch_ce', float('nan')):.3f} | {_fmt(row['expected_cost'])} | "
+      f"| {_fmt(row.get('arch_ce'))} | {_fmt(row['expected_cost'])} | "
       f"{_fmt(row['argmax_cost'])} |"
     )
   lines += [

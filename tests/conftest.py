@@ -12,9 +12,9 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_overrides() -> list[str]:
-  """A config small enough to search, fine-tune and export in seconds."""
+  """Overrides of the quickstart small enough to search, fine-tune and export in seconds."""
   return [
     "data.dataset=synthetic",
     "data.batch_size=32",
@@ -28,6 +28,12 @@ def tiny_overrides() -> list[str]:
   ]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def quickstart_path() -> Path:
   return Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+
+
+@pytest.fixture
+def compilation_cache_dir() -> str:
+  """The suite's persistent compilation cache, for subprocesses (``QDARTS_CACHE_DIR``)."""
+  return _CACHE

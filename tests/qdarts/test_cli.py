@@ -7,21 +7,19 @@ import sys
 
 import pytest
 
-TINY = [
-  "data.dataset=synthetic",
-  "data.batch_size=32",
-  "space.stem_channels=4",
-  "space.channels=[4,8]",
-  "space.strides=[1,2]",
-  "space.ops=[conv3x3,skip]",
-  "search.epochs=2",
-  "search.warmup_epochs=1",
-  "train.epochs=1",
-]
+
+@pytest.fixture
+def qdarts(compilation_cache_dir):
+  """Runs ``python -m qdarts.cli ARGS`` in ``cwd`` with the suite's compilation cache."""
+
+  def run(*args, cwd):
+    return _run(args, cwd, compilation_cache_dir)
+
+  return run
 
 
-def qdarts(*args, cwd):
-  env = {**os.environ, "QDARTS_CACHE_DIR": str(cwd / ".cache")}
+def _run(args, cwd, cache):
+  env = {**os.environ, "QDARTS_CACHE_DIR": cache}
   return subprocess.run(
     [sys.executable, "-m", "qdarts.cli", *args],
     cwd=cwd,
@@ -32,7 +30,7 @@ def qdarts(*args, cwd):
   )
 
 
-def test_help_lists_commands_and_options(tmp_path):
+def test_help_lists_commands_and_options(qdarts, tmp_path):
   top = qdarts("--help", cwd=tmp_path)
   assert top.returncode == 0 and "search" in top.stdout
   sub = qdarts("search", "--help", cwd=tmp_path)
@@ -41,15 +39,45 @@ def test_help_lists_commands_and_options(tmp_path):
     assert option in sub.stdout
 
 
-def test_search_writes_a_run_folder(tmp_path):
-  proc = qdarts("search", *TINY, cwd=tmp_path)
+def test_search_writes_a_run_folder(qdarts, tmp_path, tiny_overrides):
+  proc = qdarts("search", *tiny_overrides, cwd=tmp_path)
   assert proc.returncode == 0, proc.stderr
   (run,) = (tmp_path / "runs").iterdir()
   assert run.name.startswith("quickstart-")
   for name in ("config.yaml", "subnet.json", "result.json", "report.md", "model.onnx"):
     assert (run / name).exists(), name
-  assert list((run / "events").glob("events.out.tfevents.*"))
+  (events,) = (run / "events").glob("events.out.tfevents.*")
+  tags = _event_tags(events)
+  for tag in (
+    "search/loss",
+    "search/acc",
+    "search/expected_cost",
+    "search/argmax_cost",
+    "search/tau",
+    "search/arch_ce",
+    "finetune/loss",
+    "final/onnx_runtime",
+    "final/fake_quant",
+    "final/bops",
+  ):
+    assert tag in tags, (tag, sorted(tags))
   assert "run folder:" in proc.stdout
+
+
+def _event_tags(path) -> set[str]:
+  """Scalar tags in a TensorBoard event file, read with tensorboardX's own protobufs."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+
+  tags, data = set(), path.read_bytes()
+  pos = 0
+  while pos < len(data):  # TFRecord: length u64, crc u32, payload, crc u32
+    (length,) = struct.unpack("<Q", data[pos : pos + 8])
+    event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+    tags.update(v.tag for v in event.summary.value)
+    pos += 12 + length + 4
+  return tags
 
 
 BAD = [
@@ -67,7 +95,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD)
-def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message):
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(qdarts, tmp_path, args, message):
   proc = qdarts(*args, cwd=tmp_path)
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
@@ -78,7 +106,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, message
   assert not (tmp_path / "runs").exists()
 
 
-def test_invalid_target_file_names_file_and_field(tmp_path):
+def test_invalid_target_file_names_file_and_field(qdarts, tmp_path):
   from importlib import resources
 
   good = (resources.files("qdarts.configs.targets") / "bitfusion45.yaml").read_text()
@@ -91,10 +119,10 @@ def test_invalid_target_file_names_file_and_field(tmp_path):
   assert not (tmp_path / "runs").exists()
 
 
-def test_out_folder_that_is_not_empty_is_refused(tmp_path):
+def test_out_folder_that_is_not_empty_is_refused(qdarts, tmp_path, tiny_overrides):
   out = tmp_path / "taken"
   out.mkdir()
   (out / "keep.txt").write_text("mine")
-  proc = qdarts("search", *TINY, "--out", str(out), cwd=tmp_path)
+  proc = qdarts("search", *tiny_overrides, "--out", str(out), cwd=tmp_path)
   assert proc.returncode == 2 and "not empty" in proc.stderr
   assert [p.name for p in out.iterdir()] == ["keep.txt"]

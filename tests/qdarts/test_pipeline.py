@@ -16,22 +16,8 @@ from search_spaces import Choice, TinySpace
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, request):
-  from pathlib import Path
-
-  quickstart = Path(request.config.rootpath) / "configs" / "quickstart.yaml"
-  overrides = [
-    "data.dataset=synthetic",
-    "data.batch_size=32",
-    "space.stem_channels=4",
-    "space.channels=[4,8]",
-    "space.strides=[1,2]",
-    "space.ops=[conv3x3,dwsep3x3,skip]",
-    "search.epochs=3",
-    "search.warmup_epochs=1",
-    "train.epochs=2",
-  ]
-  cfg = load_config(quickstart, overrides)
+def finished_run(tmp_path_factory, quickstart_path, tiny_overrides):
+  cfg = load_config(quickstart_path, [*tiny_overrides, "train.epochs=2"])
   run_dir = tmp_path_factory.mktemp("run")
   result = pipeline.run(pipeline.prepare(cfg), run_dir)
   return run_dir, result
@@ -58,7 +44,10 @@ def test_subnet_json_costs_add_up(finished_run):
   )
   assert total == subnet["total_cost"]["bops"] == result["cost"]["bops"]
   for layer in subnet["layers"]:
-    assert layer["w_bits"] in (2, 4, 8) and layer["a_bits"] in (2, 4, 8)
+    if layer["op"] == "skip":  # nothing quantized, so no bits
+      assert layer["w_bits"] is None and layer["a_bits"] is None and layer["cost"]["bops"] == 0
+    else:
+      assert layer["w_bits"] in (2, 4, 8) and layer["a_bits"] in (2, 4, 8)
 
 
 def test_onnx_runtime_agrees_with_fake_quant(finished_run):
@@ -72,7 +61,8 @@ def test_report_names_the_subnet(finished_run):
   run_dir, result = finished_run
   text = (run_dir / "report.md").read_text()
   for layer in result["subnet"]:
-    assert f"| {layer['choice']} | {layer['op']} | {layer['w_bits']} | {layer['a_bits']} |" in text
+    w, a = ("—" if b is None else b for b in (layer["w_bits"], layer["a_bits"]))
+    assert f"| {layer['choice']} | {layer['op']} | {w} | {a} |" in text
 
 
 def test_exported_chain_reproduces_the_fake_quant_subnet():
@@ -93,25 +83,11 @@ def test_exported_chain_reproduces_the_fake_quant_subnet():
   np.testing.assert_allclose(jax_logits, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
 
 
-def _tiny_cfg(request, *extra):
-  from pathlib import Path
-
-  quickstart = Path(request.config.rootpath) / "configs" / "quickstart.yaml"
-  return load_config(
-    quickstart,
-    [
-      "data.dataset=synthetic",
-      "space.stem_channels=4",
-      "space.channels=[4,8]",
-      "space.strides=[1,2]",
-      "space.ops=[conv3x3,dwsep3x3,skip]",
-      *extra,
-    ],
+def test_analytic_target_fills_latency_tables(quickstart_path, tiny_overrides):
+  cfg = load_config(
+    quickstart_path, [*tiny_overrides, "cost.target=bitfusion45", "cost.metric=latency_ms"]
   )
-
-
-def test_analytic_target_fills_latency_tables(request):
-  setup = pipeline.prepare(_tiny_cfg(request, "cost.target=bitfusion45", "cost.metric=latency_ms"))
+  setup = pipeline.prepare(cfg)
   table = np.asarray(setup.objective.table)  # (L, O, Bw, Ba)
   mask = setup.tables.op_mask
   assert setup.cost_model.name == "bitfusion45"
@@ -122,7 +98,7 @@ def test_analytic_target_fills_latency_tables(request):
   assert (np.diff(conv3x3, axis=1) >= 0).all() and (np.diff(conv3x3, axis=2) >= 0).all()
 
 
-def test_target_without_a_searched_pair_is_rejected(request, tmp_path):
+def test_target_without_a_searched_pair_is_rejected(quickstart_path, tiny_overrides, tmp_path):
   from importlib import resources
 
   from qdarts.errors import ConfigError
@@ -136,4 +112,4 @@ def test_target_without_a_searched_pair_is_rejected(request, tmp_path):
   path = tmp_path / "no2bit.yaml"
   path.write_text(text)
   with pytest.raises(ConfigError, match="does not support the bit pairs w2a2, w2a4, w2a8"):
-    pipeline.prepare(_tiny_cfg(request, f"cost.target={path}"))
+    pipeline.prepare(load_config(quickstart_path, [*tiny_overrides, f"cost.target={path}"]))
