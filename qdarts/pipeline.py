@@ -186,6 +186,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
     "test_samples": int(len(setup.data.y_test)),
     "accuracy": accuracies,
     "cost": costs["total"],
+    "cost_of_costliest_subnet": {cfg.cost.metric: float(setup.objective.reference)},
     "subnet": [_layer_record(setup, l, c) for l, c in enumerate(choices)],
     "timings_s": timings,
     "machine": {

@@ -14,7 +14,7 @@ class RichReporter:
     self.console = Console()
     self.progress = Progress(
       TextColumn("{task.description:<10}"),
-      BarColumn(),
+      BarColumn(bar_width=12),
       MofNCompleteColumn(),
       TimeElapsedColumn(),
       TextColumn("{task.fields[metrics]}"),

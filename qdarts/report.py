@@ -29,6 +29,10 @@ def render_markdown(result: dict, subnet: dict) -> str:
     f"{acc['inherited_fake_quant']:.4f} |",
   ]
   lines += [f"| {m} (exact, whole SubNet) | {_fmt(v)} |" for m, v in result["cost"].items()]
+  lines += [
+    f"| {m} of the costliest SubNet of the space | {_fmt(v)} |"
+    for m, v in result["cost_of_costliest_subnet"].items()
+  ]
   lines += [f"| time: {k[:-2]} | {v:.1f} s |" for k, v in result["timings_s"].items()]
   lines += [
     "",

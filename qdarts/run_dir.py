@@ -15,6 +15,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are ordinary files
     os.replace(tmp, path)
   except BaseException:
     Path(tmp).unlink(missing_ok=True)

@@ -37,7 +37,6 @@ QLinearGlobalAveragePool → Flatten → QGemm``: integer from the input quantiz
 import json
 import os
 import pathlib
-import tempfile
 
 import numpy as np
 import onnx
@@ -52,6 +51,7 @@ from qdarts.export.ir import (
   bias_scale,
   validate_chain,
 )
+from qdarts.run_dir import atomic_write_bytes
 from quant.integer import pack_int4, weight_codes
 
 OPSET = 21
@@ -237,15 +237,7 @@ def export_onnx(chain: QuantizedChain, path: str | os.PathLike) -> pathlib.Path:
   path = pathlib.Path(path)
   data = build_model(chain).SerializeToString()
   path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    pathlib.Path(tmp).unlink(missing_ok=True)
-    raise
-  return path
+  return atomic_write_bytes(path, data)
 
 
 def run_onnx(
