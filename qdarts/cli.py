@@ -98,6 +98,102 @@ def run_search(args) -> int:
   return 0
 
 
+def add_targets_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "targets",
+    help="list the built-in hardware targets",
+    description="Lists the built-in targets: name, metrics, precisions.",
+  )
+  p.set_defaults(func=run_targets)
+
+
+def run_targets(args) -> int:
+  del args
+  from rich.console import Console  # noqa: PLC0415
+  from rich.table import Table  # noqa: PLC0415
+
+  from qdarts.targets import builtin_targets, resolve_target  # noqa: PLC0415
+
+  table = Table(title="built-in targets (cost.target=NAME, or a path to your own YAML)")
+  for col in ("name", "metrics", "precisions (w, a)", "description"):
+    table.add_column(col)
+  for name in builtin_targets():
+    model = resolve_target(name)
+    spec = getattr(model, "target", None)
+    pairs = (
+      "any ≥ 2 bits"
+      if spec is None
+      else (" ".join(f"w{w}a{a}" for w, a in spec.supported) + f" ({spec.unsupported_policy})")
+    )
+    description = "MACs × w_bits × a_bits (hardware-agnostic)" if spec is None else spec.description
+    table.add_row(name, ", ".join(model.metrics), pairs, description)
+  Console().print(table)
+  return 0
+
+
+def add_validate_target_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "validate-target",
+    help="check a target YAML file",
+    description="Loads and checks a target file; prints what it "
+    "provides, or one line naming the file, field and the problem.",
+  )
+  p.add_argument("file", type=Path, help="target YAML file")
+  p.set_defaults(func=run_validate_target)
+
+
+def run_validate_target(args) -> int:
+  from hwcost import load_target  # noqa: PLC0415
+
+  model = load_target(args.file)
+  spec = getattr(model, "target", None)
+  classes = ", ".join(spec.compute) if spec is not None else "?"
+  print(
+    f"{args.file}: ok: target {model.name!r}, metrics {', '.join(model.metrics)}, "
+    f"op classes {classes}"
+  )
+  return 0
+
+
+def add_cost_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "cost",
+    help="cost a derived SubNet on a target, layer by layer",
+    description="Prints the per-layer cost (shape, bits, every metric, "
+    "provenance) of a SubNet saved by `qdarts search`, and the totals.",
+  )
+  p.add_argument("--target", required=True, help="built-in target name or target YAML path")
+  p.add_argument("--subnet", required=True, type=Path, help="RUN/subnet.json")
+  p.set_defaults(func=run_cost)
+
+
+def run_cost(args) -> int:
+  from rich.console import Console  # noqa: PLC0415
+  from rich.table import Table  # noqa: PLC0415
+
+  from qdarts.cost_report import cost_rows, read_subnet, subnet_layers, totals  # noqa: PLC0415
+  from qdarts.targets import resolve_target  # noqa: PLC0415
+
+  doc = read_subnet(args.subnet)
+  model = resolve_target(args.target)
+  rows = cost_rows(subnet_layers(doc), model)
+  table = Table(title=f"{args.subnet} on {model.name}")
+  columns = ["layer", "shape", "w_bits", "a_bits", *model.metrics, "provenance"]
+  for col in columns:
+    table.add_column(col.replace("_", " "), overflow="fold")
+  for row in rows:
+    cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+    cells[-1] = cells[-1].split(" (")[0]  # the source file is printed once, below
+    table.add_row(*cells)
+  console = Console(width=None if sys.stdout.isatty() else 200)  # files and pipes: no folding
+  console.print(table)
+  for provenance in sorted({row["provenance"] for row in rows}):
+    console.print(f"provenance: {provenance}")
+  for metric, value in totals(rows, model.metrics).items():
+    console.print(f"total {metric}: {value:.6g}")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(
     prog="qdarts",
@@ -108,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
   add_search_parser(sub)
+  add_cost_parser(sub)
+  add_targets_parser(sub)
+  add_validate_target_parser(sub)
   args = parser.parse_args(argv)
   if args.command is None:
     parser.print_help()

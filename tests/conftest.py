@@ -37,3 +37,15 @@ def quickstart_path() -> Path:
 def compilation_cache_dir() -> str:
   """The suite's persistent compilation cache, for subprocesses (``QDARTS_CACHE_DIR``)."""
   return _CACHE
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, quickstart_path, tiny_overrides):
+  """``(run_dir, result)`` of one whole pipeline run on the tiny config, shared by tests."""
+  from qdarts import pipeline
+  from qdarts.config import load_config
+
+  cfg = load_config(quickstart_path, [*tiny_overrides, "train.epochs=2"])
+  run_dir = tmp_path_factory.mktemp("run")
+  result = pipeline.run(pipeline.prepare(cfg), run_dir)
+  return run_dir, result

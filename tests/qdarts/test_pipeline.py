@@ -15,14 +15,6 @@ from qdarts.finetune import predict_logits
 from search_spaces import Choice, TinySpace
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, quickstart_path, tiny_overrides):
-  cfg = load_config(quickstart_path, [*tiny_overrides, "train.epochs=2"])
-  run_dir = tmp_path_factory.mktemp("run")
-  result = pipeline.run(pipeline.prepare(cfg), run_dir)
-  return run_dir, result
-
-
 def test_run_folder_holds_every_artifact(finished_run):
   run_dir, result = finished_run
   for name in ("config.yaml", "subnet.json", "model.onnx", "report.md", "result.json"):
