@@ -15,6 +15,8 @@ from hwcost.cost_model import (
   layer_flash_bytes,
 )
 from hwcost.layer_spec import LayerSpec
+from hwcost.lut import LutCostModel, share_measured
+from hwcost.measured_rows import MeasuredRow, MeasuredRows, read_measured_csv
 from hwcost.roofline import RooflineModel, load_target
 from hwcost.tables import CostTables, build_cost_tables, layers_cost
 
@@ -26,6 +28,9 @@ __all__ = [
   "CostTableError",
   "CostTables",
   "LayerSpec",
+  "LutCostModel",
+  "MeasuredRow",
+  "MeasuredRows",
   "RooflineModel",
   "build_cost_tables",
   "layer_act_bytes",
@@ -33,4 +38,6 @@ __all__ = [
   "layer_flash_bytes",
   "layers_cost",
   "load_target",
+  "read_measured_csv",
+  "share_measured",
 ]

@@ -12,6 +12,8 @@ from typing import ClassVar
 
 from hwcost.cost_model import METRICS, Cost, CostTableError, shared_metrics
 from hwcost.layer_spec import LayerSpec
+from hwcost.lut import LutCostModel
+from hwcost.measured_rows import read_measured_csv
 from hwcost.target_file import OpClassSpec, Pair, TargetSpec, grid_key, read_target_file
 
 
@@ -71,7 +73,7 @@ class RooflineModel:
     in :meth:`cost`, never a masked choice.
     """
     del spec
-    return self._promoted(w_bits, a_bits) is not None
+    return self.promoted(w_bits, a_bits) is not None
 
   def cost(self, spec: LayerSpec, w_bits: int, a_bits: int) -> Cost:
     """Roofline bops, latency_ms, energy_uj, flash_bytes and act_bytes of ``spec``.
@@ -100,7 +102,7 @@ class RooflineModel:
     cycles = max(compute_cycles, memory_cycles) + op.overhead_cycles
     return cycles / (self.target.clock_mhz * 1e3)
 
-  def _promoted(self, w_bits: int, a_bits: int) -> Pair | None:
+  def promoted(self, w_bits: int, a_bits: int) -> Pair | None:
     """The pair the hardware runs for (w_bits, a_bits), or None if it cannot run it."""
     if not all(_is_bits(b) for b in (w_bits, a_bits)):
       return None
@@ -112,7 +114,7 @@ class RooflineModel:
     return min(above, key=lambda p: (p[0] * p[1], p[0]), default=None)
 
   def _resolve(self, spec: LayerSpec, w_bits: int, a_bits: int) -> Pair:
-    pair = self._promoted(w_bits, a_bits)
+    pair = self.promoted(w_bits, a_bits)
     if pair is None:
       supported = ", ".join(grid_key(w, a) for w, a in self.target.supported)
       policy = self.target.unsupported_policy
@@ -142,20 +144,47 @@ def op_class_of(spec: LayerSpec) -> str:
   return "depthwise" if spec.is_depthwise else "conv"
 
 
-def load_target(path: str | os.PathLike) -> RooflineModel:
-  """Reads a target file (``schema_version: 1``) into a :class:`RooflineModel`.
+def load_target(path: str | os.PathLike) -> RooflineModel | LutCostModel:
+  """Reads a target file (``schema_version: 1``) into its cost model.
+
+  Without a ``measured`` field the model is the :class:`RooflineModel`. With one, it is a
+  :class:`~hwcost.lut.LutCostModel` over the CSV's rows with the roofline model as fallback,
+  rows looked up at the pair the target runs (:meth:`RooflineModel.promoted`), and the peak
+
+  .. math::
+    P_{peak} = 10^3 f \\max_{op, b_w, b_a} P_{op}(b_w, b_a) \\quad \\text{MACs/ms}
+
+  (f in MHz), above which a row is an error.
 
   Args:
     path: the YAML file, e.g. ``configs/targets/bitfusion45.yaml``.
 
   Returns:
-    The model; its costs name ``path`` in their provenance.
+    The model; its costs name ``path`` (or the CSV's rows) in their provenance.
 
   Raises:
     CostTableError: the file is missing, not YAML, or breaks the format; the message names the
-      file and the dotted field (see :mod:`hwcost.target_file`).
+      file and the dotted field (see :mod:`hwcost.target_file`). A measured CSV that is
+      unreadable names ``measured.file``; a bad row names the CSV, its line and its column.
   """
-  return RooflineModel(read_target_file(path))
+  target = read_target_file(path)
+  model = RooflineModel(target)
+  if target.measured is None:
+    return model
+  return LutCostModel(
+    read_measured_csv(target.measured.file),
+    model,
+    name=target.name,
+    max_extrapolation=target.measured.max_extrapolation,
+    peak_macs_per_ms=peak_macs_per_ms(target),
+    promote=model.promoted,
+  )
+
+
+def peak_macs_per_ms(target: TargetSpec) -> float:
+  """The target's largest MACs per millisecond: max macs_per_cycle × clock_mhz × 10³."""
+  peak = max(max(op.macs_per_cycle.values()) for op in target.compute.values())
+  return peak * target.clock_mhz * 1e3
 
 
 def _is_bits(value) -> bool:

@@ -30,16 +30,25 @@ The format (a subset of the design in ``research/hwcost.md`` §5.2)::
       # macs_per_cycle: {form: bitfusion, macs_per_cycle_8x8: 512}, or one number
       energy_pj_per_mac: {form: bitfusion, energy_pj_per_mac_8x8: 0.459}
       overhead_cycles: 0               # optional (default 0), per layer
+  measured:                            # optional: measured rows (see hwcost.lut)
+    file: bitfusion45_rows.csv         # a CSV, relative to this YAML file
+    max_extrapolation: 2.0             # optional (default 2, >= 1): MACs factor beyond the rows
 
 Grid keys are ``a{a_bits}w{w_bits}`` and must cover exactly the supported pairs. The closed form
 ``bitfusion`` is BitFusion's simulator law with p_max = 8 and p_min = 2 bits, f(b) =
 ⌊8 / max(b, 2)⌋: MACs/cycle = base·f(a)·f(w) and energy/MAC = base / (f(a)·f(w)).
 
+With ``measured``, :func:`hwcost.roofline.load_target` wraps the roofline model in a
+:class:`~hwcost.lut.LutCostModel` over the CSV's rows (format in :mod:`hwcost.measured_rows`),
+whose peak is the largest macs_per_cycle × clock_mhz × 10³ MACs/ms. This reader only checks that
+the file can be read; :func:`hwcost.measured_rows.read_measured_csv` checks the rows.
+
 .. note::
   Departures from §5.2, on purpose: the keys sit at the top level (no ``target:`` wrapper); op
   classes are ``compute.{conv, depthwise, linear}``; memory is one level (the off-chip interface
   every byte crosses once); the closed form is ``form: bitfusion`` with a ``*_8x8`` base; LUT
-  rows, channel multiples and constraints are not read yet.
+  rows are ``measured: {file, max_extrapolation}`` (not ``lut:`` with interpolation and
+  calibration settings); channel multiples and constraints are not read yet.
 """
 
 import math
@@ -71,7 +80,7 @@ _TOP_REQUIRED = (
   "memory",
   "compute",
 )
-_TOP_OPTIONAL = ("static_power_mw",)
+_TOP_OPTIONAL = ("static_power_mw", "measured")
 
 
 @dataclass(frozen=True)
@@ -107,8 +116,22 @@ class MemorySpec:
 
 
 @dataclass(frozen=True)
+class MeasuredSpec:
+  """Where a target's measured rows are.
+
+  Attributes:
+    file: the CSV's path, joined to the target file's directory (readable when checked).
+    max_extrapolation: factor (≥ 1) beyond the rows' MACs range still extrapolated.
+  """
+
+  file: str
+  max_extrapolation: float
+
+
+@dataclass(frozen=True)
 class TargetSpec:
-  """A checked target file. ``supported`` is sorted; ``path`` is as the caller gave it."""
+  """A checked target file. ``supported`` is sorted; ``path`` is as the caller gave it;
+  ``measured`` is None without a ``measured`` field."""
 
   path: str
   name: str
@@ -120,6 +143,7 @@ class TargetSpec:
   unsupported_policy: str
   memory: MemorySpec
   compute: Mapping[str, OpClassSpec]
+  measured: MeasuredSpec | None = None
 
 
 def grid_key(w_bits: int, a_bits: int) -> str:
@@ -247,6 +271,7 @@ class _Checker:
       unsupported_policy=policy,
       memory=self.memory(doc["memory"]),
       compute=self.compute(doc["compute"], supported),
+      measured=self.measured(doc["measured"]) if "measured" in doc else None,
     )
 
   def precision(self, value) -> tuple[tuple[Pair, ...], str]:
@@ -298,6 +323,25 @@ class _Checker:
       sram_bytes=sizes["sram_kib"],
       flash_bytes=sizes["flash_kib"],
     )
+
+  def measured(self, value) -> MeasuredSpec:
+    value = self.mapping(value, "measured", ("file",), ("max_extrapolation",))
+    name = self.text(value["file"], "measured.file")
+    file = os.path.join(os.path.dirname(self.where), name)
+    try:
+      with open(file, "rb"):
+        pass
+    except OSError as e:
+      self.fail(
+        "measured.file",
+        f"expected a readable CSV of measured rows (relative to this file), got {name!r} "
+        f"({file}: {e.strerror})",
+      )
+    factor = value.get("max_extrapolation", 2.0)
+    factor = self.number(factor, "measured.max_extrapolation", positive=True)
+    if factor < 1:
+      self.fail("measured.max_extrapolation", f"expected a number >= 1, got {factor:g}")
+    return MeasuredSpec(file=file, max_extrapolation=factor)
 
   def compute(self, value, supported: tuple[Pair, ...]) -> dict[str, OpClassSpec]:
     if isinstance(value, dict) and not value:

@@ -56,13 +56,31 @@ class SearchConfig:
   arch_weight_decay: float = 1e-3
 
 
+CostMetric = Literal["bops", "latency_ms", "energy_uj", "flash_bytes", "peak_act_bytes"]
+CostForm = Literal["linear", "hinge", "log", "budget"]
+
+
+@dataclass(frozen=True)
+class CostTerm:
+  metric: CostMetric = "bops"
+  form: CostForm = "linear"  # see qdarts.objective.CostObjective
+  weight: float = 0.5  # λ (the starting λ of a budget term)
+  budget: float | None = None  # hinge and budget: the target value, in the metric's unit
+
+
 @dataclass(frozen=True)
 class CostConfig:
   target: str = "bops"  # built-in target name or a path to a target YAML file
-  metric: Literal["bops", "latency_ms", "energy_uj", "flash_bytes"] = "bops"
-  form: Literal["linear", "hinge"] = "linear"
-  weight: float = 0.5  # λ
-  budget: float | None = None  # hinge: target value of the metric, in its own unit
+  # One cost term, or `terms` (a list of {metric, form, weight, budget}) for several.
+  metric: CostMetric = "bops"
+  form: CostForm = "linear"
+  weight: float = 0.5
+  budget: float | None = None
+  terms: tuple[CostTerm, ...] = ()  # when given, replaces metric/form/weight/budget
+  dual_lr: float = 0.05  # budget terms: λ step of the dual ascent, per arch step
+
+  def resolved_terms(self) -> tuple[CostTerm, ...]:
+    return self.terms or (CostTerm(self.metric, self.form, self.weight, self.budget),)
 
 
 @dataclass(frozen=True)
@@ -262,13 +280,16 @@ def _check_ranges(cfg: Config, where: str) -> None:
     "positive numbers",
     (se.weight_lr, se.arch_lr),
   )
-  need(c.weight >= 0, "cost.weight", "a number >= 0", c.weight)
-  need(
-    c.form != "hinge" or (c.budget is not None and c.budget > 0),
-    "cost.budget",
-    "a positive budget in the metric's unit when cost.form is hinge",
-    c.budget,
-  )
+  for i, term in enumerate(c.resolved_terms()):
+    key = f"cost.terms[{i}]." if c.terms else "cost."
+    need(term.weight >= 0, f"{key}weight", "a number >= 0", term.weight)
+    need(
+      term.form not in ("hinge", "budget") or (term.budget is not None and term.budget > 0),
+      f"{key}budget",
+      f"a positive budget in the metric's unit when {key}form is {term.form}",
+      term.budget,
+    )
+  need(c.dual_lr > 0, "cost.dual_lr", "a positive number", c.dual_lr)
   need(t.epochs >= 0, "train.epochs", "an integer >= 0", t.epochs)
   need(t.lr > 0, "train.lr", "a positive number", t.lr)
   need(

@@ -41,13 +41,15 @@ def subnet_costs(
   """Exact per-layer and total cost of a SubNet on ``model``, every metric it provides.
 
   Returns:
-    ``{"layers": [{"name", "cost": {metric: value}}...], "fixed": [...], "total": {...},
-    "provenance": str}``.
+    ``{"layers": [{metric: value} per choice point], "fixed": [{"name", "cost"}...],
+    "total": {metric: value}}``; totals sum the additive metrics and add ``peak_act_bytes``,
+    the largest layer's activation bytes, where the model gives ``act_bytes``.
   """
-  per_choice = []
+  per_choice, specs_and_bits = [], [(s, fixed_bits, fixed_bits) for s in fixed_layers]
   for l, choice in enumerate(choices):
     specs = candidate_layers[l][op_names.index(choice.op)]
     per_choice.append(layers_cost(specs, model, choice.w_bits, choice.a_bits))
+    specs_and_bits += [(s, choice.w_bits, choice.a_bits) for s in specs]
   fixed = [
     {"name": s.name, "cost": layers_cost([s], model, fixed_bits, fixed_bits)} for s in fixed_layers
   ]
@@ -56,4 +58,8 @@ def subnet_costs(
     for m in model.metrics
     if m != "act_bytes"
   }
+  if "act_bytes" in model.metrics:  # not additive: the largest layer's input + output
+    total["peak_act_bytes"] = float(
+      max(model.cost(s, w, a).values["act_bytes"] for s, w, a in specs_and_bits)
+    )
   return {"layers": per_choice, "fixed": fixed, "total": total}

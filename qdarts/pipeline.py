@@ -25,7 +25,7 @@ from qdarts.errors import ConfigError
 from qdarts.export import export_onnx, run_onnx
 from qdarts.export.from_subnet import chain_from_subnet
 from qdarts.finetune import accuracy, finetune, predict_logits
-from qdarts.objective import CostObjective, costliest_subnet
+from qdarts.objective import CostObjective, build_objective, check_metrics
 from qdarts.run_dir import atomic_write_json, atomic_write_text, file_digest
 from qdarts.search import run_search
 from qdarts.supernet import Supernet, masked_logits, merge_supernet, split_supernet
@@ -74,12 +74,8 @@ class Setup:
 def prepare(cfg: Config) -> Setup:
   """Loads the target and data, builds the space, supernet and cost tables (no disk writes)."""
   cost_model = resolve_target(cfg.cost.target)
-  if cfg.cost.metric not in cost_model.metrics:
-    raise ConfigError(
-      f"cost.metric: target {cost_model.name!r} provides "
-      f"{', '.join(m for m in cost_model.metrics if m != 'act_bytes')}, "
-      f"not {cfg.cost.metric!r}"
-    )
+  terms = cfg.cost.resolved_terms()
+  check_metrics(terms, cost_model)  # before the slower steps
   data = load_dataset(cfg.data, cfg.seed)
   s = cfg.space
   space = SPACES[s.name](
@@ -87,20 +83,13 @@ def prepare(cfg: Config) -> Setup:
   )
   net = space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
   candidate_layers, fixed_layers = space.candidate_layers(net), space.fixed_layers(net)
-  metric = cfg.cost.metric
+  additive = tuple(m for m in cost_model.metrics if m != "act_bytes")
   tables = build_cost_tables(
-    candidate_layers, cost_model, cfg.quant.w_bits, cfg.quant.a_bits, (metric,)
+    candidate_layers, cost_model, cfg.quant.w_bits, cfg.quant.a_bits, additive
   )
   _reject_unsupported_pairs(tables, cost_model, cfg)
-  fixed_cost = sum(cost_model.cost(spec, 8, 8).values[metric] for spec in fixed_layers)
-  table = tables.values[0]  # (L, O, Bw, Ba)
-  objective = CostObjective.create(
-    table=table,
-    fixed_cost=float(fixed_cost),
-    reference=costliest_subnet(table, tables.op_mask, fixed_cost),
-    form=cfg.cost.form,
-    weight=cfg.cost.weight,
-    budget=cfg.cost.budget,
+  objective = build_objective(
+    terms, tables, candidate_layers, fixed_layers, cost_model, cfg.quant.w_bits, cfg.quant.a_bits
   )
   supernet = Supernet(net, tables.op_mask, len(cfg.quant.w_bits), len(cfg.quant.a_bits))
   return Setup(
@@ -154,7 +143,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
   t0 = time.perf_counter()
-  supernet, history = _search(setup, reporter, writer)
+  supernet, history, objective = _search(setup, reporter, writer)
   timings["search_s"] = time.perf_counter() - t0
   reporter.finish("search", f"{timings['search_s']:.1f} s")
 
@@ -182,11 +171,14 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
     "dataset": setup.data.name,
     "space": setup.space.name,
     "target": setup.cost_model.name,
-    "metric": cfg.cost.metric,
+    "metric": setup.objective.metrics[0],
     "test_samples": int(len(setup.data.y_test)),
     "accuracy": accuracies,
     "cost": costs["total"],
-    "cost_of_costliest_subnet": {cfg.cost.metric: float(setup.objective.reference)},
+    "cost_terms": _term_records(objective, costs["total"]),
+    "cost_of_costliest_subnet": {
+      m: float(r) for m, r in zip(setup.objective.metrics, setup.objective.reference, strict=True)
+    },
     "subnet": [_layer_record(setup, l, c) for l, c in enumerate(choices)],
     "timings_s": timings,
     "machine": {
@@ -210,7 +202,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   return result
 
 
-def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[dict]]:
+def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[dict], CostObjective]:
   """Calibrates the quantizers, runs the bilevel search, returns the trained supernet."""
   cfg = setup.cfg
   setup.supernet.net.calibrate(setup.data.x_weight[:CALIBRATION_BATCH])
@@ -218,7 +210,7 @@ def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[di
   reporter.start("search", cfg.search.epochs)
   on_epoch = _epoch_logger("search", reporter, writer)
   outcome = run_search(cfg, setup.data, graphdef, groups, setup.objective, on_epoch)
-  return merge_supernet(graphdef, outcome.groups), outcome.history
+  return merge_supernet(graphdef, outcome.groups), outcome.history, outcome.objective
 
 
 def _derive(setup: Setup, supernet: Supernet) -> tuple[list[Choice], dict, dict]:
@@ -274,6 +266,24 @@ def _export_and_verify(
   }
 
 
+def _term_records(objective: CostObjective, totals: dict) -> list[dict]:
+  """Each cost term with its final λ, the derived SubNet's exact cost and, for budgets,
+  whether the SubNet meets it."""
+  records = []
+  for k, (metric, form) in enumerate(zip(objective.metrics, objective.forms, strict=True)):
+    record = {
+      "metric": metric,
+      "form": form,
+      "weight": float(objective.weight[k]),
+      "derived": totals[metric],
+    }
+    if form in ("hinge", "budget"):
+      record["budget"] = float(objective.budget[k])
+      record["met"] = bool(totals[metric] <= record["budget"])
+    records.append(record)
+  return records
+
+
 def _layer_record(setup: Setup, l: int, choice: Choice) -> dict:
   """Choice point l's op and bits; bits are null for an op without quantized layers (skip)."""
   quantized = bool(setup.candidate_layers[l][setup.space.op_names.index(choice.op)])
@@ -311,7 +321,7 @@ def _subnet_document(
     "w_bit_candidates": list(cfg.quant.w_bits),
     "a_bit_candidates": list(cfg.quant.a_bits),
     "target": setup.cost_model.name,
-    "metric": cfg.cost.metric,
+    "metric": setup.objective.metrics[0],
     "layers": layers,
     "fixed_layers": costs["fixed"],
     "total_cost": costs["total"],

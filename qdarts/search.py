@@ -33,20 +33,24 @@ EpochCallback = Callable[[int, dict], None]
 
 @dataclass
 class SearchOutcome:
-  """Final parameter groups and one metrics dict per epoch."""
+  """Final parameter groups, one metrics dict per epoch, and the final objective."""
 
   groups: Groups
   history: list[dict]
+  objective: CostObjective  # with the final λ of budget terms
 
 
-def argmax_cost(objective: CostObjective, logits: dict) -> float:
-  """Exact cost (in the objective's metric) of the SubNet the logits would derive now."""
+def argmax_cost(objective: CostObjective, logits: dict, term: int = 0) -> float:
+  """Exact cost (of one term's metric) of the SubNet the logits would derive now."""
   op = np.asarray(logits["op"]).argmax(-1)  # (L,)
   layers = np.arange(op.size)
   w = np.asarray(logits["w"])[layers, op].argmax(-1)  # (L,)
   a = np.asarray(logits["a"])[layers, op].argmax(-1)
-  table = np.asarray(objective.table, np.float64)
-  return float(objective.fixed_cost) + float(table[layers, op, w, a].sum())
+  per_layer = np.asarray(objective.tables[term], np.float64)[layers, op, w, a]
+  fixed = float(objective.fixed[term])
+  if objective.peak[term]:
+    return max(fixed, float(per_layer.max()))
+  return fixed + float(per_layer.sum())
 
 
 def run_search(
@@ -74,9 +78,9 @@ def run_search(
     TrainState(a_params, a_tx.init(a_params)),
   )
   weight_step = make_weight_step(make_supernet_apply(graphdef, se.sampler), w_tx)
-  arch_step = make_arch_step(graphdef, se.sampler, a_tx)
+  arch_step = make_arch_step(graphdef, se.sampler, a_tx, cfg.cost.dual_lr)
   logits_of = jax.jit(lambda w, a: masked_logits(merge_supernet(graphdef, Groups(*w, *a))))
-  cost_of = jax.jit(lambda obj, logits: obj.expected(expected_probs(logits)))
+  cost_of = jax.jit(lambda obj, logits: obj.costs(expected_probs(logits))[0])
 
   root = jax.random.key(cfg.seed)
   data_key, step_key = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
@@ -90,7 +94,7 @@ def run_search(
     for i in range(steps_per_epoch):
       k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
       if epoch >= se.warmup_epochs:
-        atrain, m = arch_step(
+        atrain, objective, m = arch_step(
           atrain, wtrain.params, objective, data.x_arch[a_idx[i]], data.y_arch[a_idx[i]], k_a, tau
         )
         a_metrics.append(m)
@@ -110,7 +114,7 @@ def run_search(
     history.append(row)
     if on_epoch:
       on_epoch(epoch, row)
-  return SearchOutcome(Groups(*wtrain.params, *atrain.params), history)
+  return SearchOutcome(Groups(*wtrain.params, *atrain.params), history, objective)
 
 
 def _mean(metrics: list[dict]) -> dict:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from qdarts.objective import CostObjective
+from qdarts.objective import CostObjective, one_hot_argmax
 from qdarts.relaxation import Sampler, expected_probs, sample_probs
 from qdarts.supernet import Groups, masked_logits, merge_supernet
 
@@ -102,12 +102,14 @@ def make_arch_step(
   graphdef: nnx.GraphDef,
   sampler: Sampler,
   tx: optax.GradientTransformation,
+  dual_lr: float,
 ) -> Callable:
-  """Builds ``step(train, frozen, objective, x, y, key, tau) -> (train, metrics)``.
+  """Builds ``step(train, frozen, objective, x, y, key, tau) -> (train, objective, metrics)``.
 
   ``train.params`` is ``(arch, prec)``; ``frozen`` is ``(weights, scales)``. The loss is
-  CE(net(x, sampled probs), y) + penalty(E[C]), with E[C] under the categorical distributions
-  softmax(α), softmax(β), softmax(γ) (see :mod:`qdarts.objective`).
+  CE(net(x, sampled probs), y) + Σ_k penalty_k(E[C_k]), with E[C_k] under the categorical
+  distributions softmax(α), softmax(β), softmax(γ) (see :mod:`qdarts.objective`). Budget terms
+  then take one dual-ascent step on the exact cost of the current argmax SubNet.
   """
 
   def step(train: TrainState, frozen, objective: CostObjective, x, y, key, tau):
@@ -117,18 +119,20 @@ def make_arch_step(
       model = merge_supernet(graphdef, Groups(weights, scales, arch, prec))
       logits = masked_logits(model)
       ce, acc = cross_entropy(model.net(x, sample_probs(logits, key, tau, sampler)), y)
-      cost = objective.expected(expected_probs(logits))
-      return ce + objective.penalty(cost), (ce, acc, cost)
+      probs = expected_probs(logits)
+      costs = objective.costs(probs)
+      exact = objective.costs(one_hot_argmax(probs), exact=True)
+      return ce + objective.penalty(costs), (ce, acc, costs, jax.lax.stop_gradient(exact))
 
-    (loss, (ce, acc, cost)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
+    (loss, (ce, acc, costs, exact)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
     updates, opt_state = tx.update(grads, train.opt_state, train.params)
     params = optax.apply_updates(train.params, updates)
-    return TrainState(params, opt_state), {
-      "arch_loss": loss,
-      "arch_ce": ce,
-      "arch_acc": acc,
-      "expected_cost": cost,
-    }
+    objective = objective.dual_update(exact, jnp.float32(dual_lr))
+    metrics = {"arch_loss": loss, "arch_ce": ce, "arch_acc": acc, "expected_cost": costs[0]}
+    for k, form in enumerate(objective.forms):
+      if form == "budget":
+        metrics[f"lambda_{objective.metrics[k]}"] = objective.weight[k]
+    return TrainState(params, opt_state), objective, metrics
 
   return jax.jit(step)
 

@@ -100,13 +100,73 @@ def test_one_hot_expected_cost_equals_cost_model_exactly(space_tables):
       assert float(got) == exact
 
 
+def _objective(form, weight, budget=None, reference=4.0, peak=False, table=None):
+  table = np.ones((1, 1, 1, 1)) if table is None else table
+  return CostObjective.create(
+    [
+      {
+        "metric": "peak_act_bytes" if peak else "bops",
+        "form": form,
+        "weight": weight,
+        "budget": budget,
+        "table": table,
+        "fixed": 0.0,
+        "reference": reference,
+        "peak": peak,
+      }
+    ]
+  )
+
+
 def test_penalty_forms():
+  assert float(_objective("linear", 0.5).penalty(jnp.asarray([2.0]))) == pytest.approx(0.25)
+  hinge = _objective("hinge", 2.0, budget=1.0)
+  assert float(hinge.penalty(jnp.asarray([0.5]))) == 0.0
+  assert float(hinge.penalty(jnp.asarray([1.5]))) == pytest.approx(1.0)
+  log = _objective("log", 1.0)
+  assert float(log.penalty(jnp.asarray([2.0]))) == pytest.approx(np.log(0.5))
+  budget = _objective("budget", 3.0, budget=2.0)
+  assert float(budget.penalty(jnp.asarray([3.0]))) == pytest.approx(3.0 * 0.5)
+
+
+def test_several_terms_add_up():
   table = np.ones((1, 1, 1, 1))
-  linear = CostObjective.create(table, 0.0, 4.0, "linear", 0.5, None)
-  assert float(linear.penalty(jnp.float32(2.0))) == pytest.approx(0.25)
-  hinge = CostObjective.create(table, 0.0, 4.0, "hinge", 2.0, 1.0)
-  assert float(hinge.penalty(jnp.float32(0.5))) == 0.0
-  assert float(hinge.penalty(jnp.float32(1.5))) == pytest.approx(1.0)
+  both = CostObjective.create(
+    [
+      {
+        "metric": m,
+        "form": "linear",
+        "weight": w,
+        "budget": None,
+        "table": table,
+        "fixed": 0.0,
+        "reference": 2.0,
+        "peak": False,
+      }
+      for m, w in (("latency_ms", 1.0), ("energy_uj", 3.0))
+    ]
+  )
+  assert float(both.penalty(jnp.asarray([1.0, 1.0]))) == pytest.approx(0.5 + 1.5)
+
+
+def test_dual_ascent_raises_lambda_over_budget_and_lowers_it_under():
+  obj = _objective("budget", 1.0, budget=10.0)
+  over = obj.dual_update(jnp.asarray([15.0]), jnp.float32(0.2))
+  assert float(over.weight[0]) == pytest.approx(1.0 + 0.2 * 0.5)
+  under = obj.dual_update(jnp.asarray([0.0]), jnp.float32(10.0))
+  assert float(under.weight[0]) == 0.0  # λ ≥ 0
+  linear = _objective("linear", 1.0).dual_update(jnp.asarray([15.0]), jnp.float32(0.2))
+  assert float(linear.weight[0]) == 1.0  # only budget terms move
+
+
+def test_peak_metric_is_a_smooth_max_in_search_and_exact_max_in_report():
+  table = np.zeros((3, 1, 1, 1))
+  table[:, 0, 0, 0] = [100.0, 300.0, 200.0]
+  obj = _objective("linear", 1.0, reference=300.0, peak=True, table=table)
+  ones = Probs(jnp.ones((3, 1)), jnp.ones((3, 1, 1)), jnp.ones((3, 1, 1)))
+  assert float(obj.costs(ones, exact=True)[0]) == 300.0
+  smooth = float(obj.costs(ones)[0])
+  assert 300.0 <= smooth <= 300.0 * (1 + np.log(4) / 20) + 1e-3
 
 
 def test_objective_is_a_pytree_so_weights_do_not_recompile():
@@ -116,11 +176,10 @@ def test_objective_is_a_pytree_so_weights_do_not_recompile():
   def f(obj):
     nonlocal traces
     traces += 1
-    return obj.penalty(jnp.float32(1.0))
+    return obj.penalty(jnp.asarray([1.0]))
 
-  table = np.ones((1, 1, 1, 1))
   for w in (0.0, 0.5, 2.0):
-    f(CostObjective.create(table, 0.0, 1.0, "linear", w, None))
+    f(_objective("linear", w))
   assert traces == 1
 
 
@@ -130,4 +189,5 @@ def test_reference_is_the_costliest_subnet():
   table[0, 1, 0] = [2, 9]  # op 1 of layer 0 does not fit: ignored
   table[1, 1, 0] = [5, 7]
   mask = np.array([[True, False], [True, True]])
-  assert costliest_subnet(table, mask, fixed_cost=10.0) == 10 + 3 + 7
+  assert costliest_subnet(table, mask, 10.0, peak=False) == 10 + 3 + 7
+  assert costliest_subnet(table, mask, 10.0, peak=True) == 10  # max(fixed, 3, 7)
