@@ -8,26 +8,32 @@ from hwcost import CostModel, LayerSpec, layers_cost
 from search_spaces import Choice
 
 
-def derive_choices(
-  logits: dict, op_names: Sequence[str], w_bits: Sequence[int], a_bits: Sequence[int]
-) -> list[Choice]:
-  """Per choice point: the op of largest α, then that op's bits of largest β and γ.
+def argmax_selection(logits: dict) -> np.ndarray:
+  """``(L, 3)`` (op, w, a) indices: per choice point the op of largest α, then that op's bits
+  of largest β and γ.
 
   Args:
     logits: masked ``{"op": (L, O), "w": (L, O, Bw), "a": (L, O, Ba)}`` (ops that do not fit
       a choice point are at −1e9, so they are never derived).
   """
-  op_logits, w_logits, a_logits = (np.asarray(logits[k]) for k in ("op", "w", "a"))
-  choices = []
-  for l, o in enumerate(op_logits.argmax(-1)):
-    choices.append(
-      Choice(
-        op=op_names[o],
-        w_bits=int(w_bits[w_logits[l, o].argmax()]),
-        a_bits=int(a_bits[a_logits[l, o].argmax()]),
-      )
-    )
-  return choices
+  op = np.asarray(logits["op"]).argmax(-1)
+  layers = np.arange(op.size)
+  w = np.asarray(logits["w"])[layers, op].argmax(-1)
+  a = np.asarray(logits["a"])[layers, op].argmax(-1)
+  return np.stack([op, w, a], axis=1)
+
+
+def choices_from_selection(
+  sel: np.ndarray, op_names: Sequence[str], w_bits: Sequence[int], a_bits: Sequence[int]
+) -> list[Choice]:
+  return [Choice(op_names[o], int(w_bits[w]), int(a_bits[a])) for o, w, a in sel]
+
+
+def derive_choices(
+  logits: dict, op_names: Sequence[str], w_bits: Sequence[int], a_bits: Sequence[int]
+) -> list[Choice]:
+  """The argmax SubNet (see :func:`argmax_selection`) as :class:`Choice`s."""
+  return choices_from_selection(argmax_selection(logits), op_names, w_bits, a_bits)
 
 
 def subnet_costs(
@@ -63,3 +69,68 @@ def subnet_costs(
       max(model.cost(s, w, a).values["act_bytes"] for s, w, a in specs_and_bits)
     )
   return {"layers": per_choice, "fixed": fixed, "total": total}
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+  shifted = x - x.max(-1, keepdims=True)
+  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _selection_costs(
+  tables: np.ndarray, fixed: np.ndarray, peak: Sequence[bool], sel: np.ndarray
+) -> np.ndarray:
+  """``(K,)`` exact costs of a selection ``sel`` ``(L, 3)`` of (op, w, a) indices."""
+  layers = np.arange(len(sel))
+  per_layer = tables[:, layers, sel[:, 0], sel[:, 1], sel[:, 2]]  # (K, L)
+  return np.where(peak, np.maximum(fixed, per_layer.max(1)), fixed + per_layer.sum(1))
+
+
+def derive_within_budgets(logits: dict, objective, op_mask: np.ndarray) -> tuple[np.ndarray, bool]:
+  """A probable SubNet that meets every ``budget`` term, found greedily.
+
+  Starts from the argmax SubNet (:func:`argmax_selection`). While some budget is exceeded, it
+  makes the one change of (op, w_bits, a_bits) at one choice point that gives up the least
+  log-probability per unit of relative violation Σ_k relu(C_k/B_k − 1) removed. Stops when
+  every budget is met, or when no single change reduces the violation (the budget is then
+  reported as not met).
+
+  Args:
+    logits: masked ``{"op": (L, O), "w": (L, O, Bw), "a": (L, O, Ba)}``.
+    objective: the search's :class:`~qdarts.objective.CostObjective`.
+    op_mask: ``(L, O)`` bool.
+
+  Returns:
+    ``(L, 3)`` indices (op, w, a) per choice point, and whether any change was made.
+  """
+  log_p = {k: _log_softmax(np.asarray(v, np.float64)) for k, v in logits.items()}
+  score = log_p["op"][..., None, None] + log_p["w"][..., :, None] + log_p["a"][..., None, :]
+  score = np.where(op_mask[..., None, None], score, -np.inf)  # (L, O, Bw, Ba)
+  num_l = score.shape[0]
+  sel = argmax_selection(logits)
+  budget_terms = [k for k, f in enumerate(objective.forms) if f == "budget"]
+  if not budget_terms:
+    return sel, False
+  tables = np.asarray(objective.tables, np.float64)[budget_terms]
+  fixed = np.asarray(objective.fixed, np.float64)[budget_terms]
+  budgets = np.asarray(objective.budget, np.float64)[budget_terms]
+  peak = np.asarray(objective.peak)[budget_terms]
+
+  def violation(s):
+    return np.maximum(_selection_costs(tables, fixed, peak, s) / budgets - 1.0, 0.0).sum()
+
+  changed = False
+  while (current := violation(sel)) > 0:
+    best, best_ratio = None, np.inf
+    for l in range(num_l):
+      for option in np.argwhere(np.isfinite(score[l])):
+        trial = sel.copy()
+        trial[l] = option
+        gain = current - violation(trial)
+        if gain > 1e-12:
+          ratio = (score[l][tuple(sel[l])] - score[l][tuple(option)]) / gain
+          if ratio < best_ratio:
+            best, best_ratio = trial, ratio
+    if best is None:
+      break
+    sel, changed = best, True
+  return sel, changed

@@ -20,7 +20,7 @@ from hwcost import CostModel, CostTables, build_cost_tables
 from qdarts import report
 from qdarts.config import Config, config_to_dict
 from qdarts.data import Dataset, load_dataset
-from qdarts.derive import derive_choices, subnet_costs
+from qdarts.derive import choices_from_selection, derive_within_budgets, subnet_costs
 from qdarts.errors import ConfigError
 from qdarts.export import export_onnx, run_onnx
 from qdarts.export.from_subnet import chain_from_subnet
@@ -147,7 +147,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   timings["search_s"] = time.perf_counter() - t0
   reporter.finish("search", f"{timings['search_s']:.1f} s")
 
-  choices, costs, subnet_doc = _derive(setup, supernet)
+  choices, costs, subnet_doc = _derive(setup, supernet, objective)
   atomic_write_json(run_dir / "subnet.json", subnet_doc)
 
   t0 = time.perf_counter()
@@ -213,15 +213,19 @@ def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[di
   return merge_supernet(graphdef, outcome.groups), outcome.history, outcome.objective
 
 
-def _derive(setup: Setup, supernet: Supernet) -> tuple[list[Choice], dict, dict]:
-  """The argmax SubNet, its exact costs, and the subnet.json document."""
+def _derive(setup: Setup, supernet: Supernet, objective: CostObjective):
+  """The derived SubNet (the argmax, moved within budget terms if needed), its exact costs,
+  and the subnet.json document."""
   cfg, space = setup.cfg, setup.space
   logits = jax.device_get(masked_logits(supernet))
-  choices = derive_choices(logits, space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
+  sel, adjusted = derive_within_budgets(logits, objective, setup.tables.op_mask)
+  choices = choices_from_selection(sel, space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
   costs = subnet_costs(
     choices, setup.candidate_layers, setup.fixed_layers, space.op_names, setup.cost_model
   )
-  return choices, costs, _subnet_document(cfg, setup, choices, costs, logits)
+  doc = _subnet_document(cfg, setup, choices, costs, logits)
+  doc["moved_within_budget"] = adjusted
+  return choices, costs, doc
 
 
 def _finetune(
