@@ -1,4 +1,4 @@
-"""Raising the cost weight lowers the exact cost of the derived SubNet."""
+"""The derived SubNet answers to the cost: its weight, and the target's tables."""
 
 import itertools
 
@@ -14,14 +14,19 @@ from qdarts.supernet import masked_logits, merge_supernet, split_supernet
 WEIGHTS = (0.0, 1.0, 10.0)
 
 
-def derived_cost(quickstart_path, overrides, weight):
-  cfg = load_config(quickstart_path, [*overrides, f"cost.weight={weight}"])
+def search_and_derive(quickstart_path, overrides):
+  """Searches (no fine-tuning) and returns the argmax SubNet's choices and the setup."""
+  cfg = load_config(quickstart_path, overrides)
   setup = pipeline.prepare(cfg)
   setup.supernet.net.calibrate(setup.data.x_weight[:128])
   graphdef, groups = split_supernet(setup.supernet)
   outcome = run_search(cfg, setup.data, graphdef, groups, setup.objective)
   logits = jax.device_get(masked_logits(merge_supernet(graphdef, outcome.groups)))
-  choices = derive_choices(logits, setup.space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
+  return derive_choices(logits, setup.space.op_names, cfg.quant.w_bits, cfg.quant.a_bits), setup
+
+
+def derived_cost(quickstart_path, overrides, weight):
+  choices, setup = search_and_derive(quickstart_path, [*overrides, f"cost.weight={weight}"])
   costs = subnet_costs(
     choices, setup.candidate_layers, setup.fixed_layers, setup.space.op_names, setup.cost_model
   )
@@ -84,13 +89,7 @@ def test_the_derived_subnet_follows_the_target(quickstart_path, tmp_path):
   slow_depthwise = _target(tmp_path, "slow_dw", conv_base=512, depthwise=0.01)
   ops = {}
   for path in (fast_depthwise, slow_depthwise):
-    cfg = load_config(quickstart_path, [*overrides, f"cost.target={path}"])
-    setup = pipeline.prepare(cfg)
-    setup.supernet.net.calibrate(setup.data.x_weight[:128])
-    graphdef, groups = split_supernet(setup.supernet)
-    outcome = run_search(cfg, setup.data, graphdef, groups, setup.objective)
-    logits = jax.device_get(masked_logits(merge_supernet(graphdef, outcome.groups)))
-    choices = derive_choices(logits, setup.space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
+    choices, _ = search_and_derive(quickstart_path, [*overrides, f"cost.target={path}"])
     ops[path.stem] = [c.op for c in choices]
   assert ops["fast_dw"] == ["dwsep3x3", "dwsep3x3"], ops
   assert ops["slow_dw"] == ["conv3x3", "conv3x3"], ops
