@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hwcost import CostModel, LayerSpec, layers_cost
+from hwcost import CostModel, LayerSpec, layers_cost, share_measured
 from search_spaces import Choice
 
 
@@ -49,7 +49,8 @@ def subnet_costs(
   Returns:
     ``{"layers": [{metric: value} per choice point], "fixed": [{"name", "cost"}...],
     "total": {metric: value}}``; totals sum the additive metrics and add ``peak_act_bytes``,
-    the largest layer's activation bytes, where the model gives ``act_bytes``.
+    the largest layer's activation bytes, where the model gives ``act_bytes``; also the
+    distinct provenances and the share of the latency that came from measured rows.
   """
   per_choice, specs_and_bits = [], [(s, fixed_bits, fixed_bits) for s in fixed_layers]
   for l, choice in enumerate(choices):
@@ -64,11 +65,16 @@ def subnet_costs(
     for m in model.metrics
     if m != "act_bytes"
   }
+  every = [model.cost(s, w, a) for s, w, a in specs_and_bits]
   if "act_bytes" in model.metrics:  # not additive: the largest layer's input + output
-    total["peak_act_bytes"] = float(
-      max(model.cost(s, w, a).values["act_bytes"] for s, w, a in specs_and_bits)
-    )
-  return {"layers": per_choice, "fixed": fixed, "total": total}
+    total["peak_act_bytes"] = float(max(c.values["act_bytes"] for c in every))
+  return {
+    "layers": per_choice,
+    "fixed": fixed,
+    "total": total,
+    "provenance": sorted({c.provenance for c in every}),
+    "measured_latency_share": share_measured(every) if "latency_ms" in model.metrics else None,
+  }
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -176,6 +176,8 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
     "accuracy": accuracies,
     "cost": costs["total"],
     "cost_terms": _term_records(objective, costs["total"]),
+    "cost_provenance": costs["provenance"],
+    "measured_latency_share": costs["measured_latency_share"],
     "cost_of_costliest_subnet": {
       m: float(r) for m, r in zip(setup.objective.metrics, setup.objective.reference, strict=True)
     },

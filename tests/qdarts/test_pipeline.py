@@ -105,3 +105,28 @@ def test_target_without_a_searched_pair_is_rejected(quickstart_path, tiny_overri
   path.write_text(text)
   with pytest.raises(ConfigError, match="does not support the bit pairs w2a2, w2a4, w2a8"):
     pipeline.prepare(load_config(quickstart_path, [*tiny_overrides, f"cost.target={path}"]))
+
+
+def test_costs_say_where_they_come_from(finished_run, quickstart_path, tiny_overrides, tmp_path):
+  _, result = finished_run
+  assert result["cost_provenance"] == ["bops"]
+  assert result["measured_latency_share"] is None  # bops has no latency
+  from importlib import resources
+
+  from qdarts.derive import subnet_costs
+
+  # bitfusion45 plus one measured row: the stem (1→4, 3×3, 8×8) at w8a8
+  text = (resources.files("qdarts.configs.targets") / "bitfusion45.yaml").read_text()
+  (tmp_path / "rows.csv").write_text(
+    "op,kernel,stride,groups,cin,cout,in_h,in_w,out_h,out_w,w_bits,a_bits,latency_ms,energy_uj\n"
+    "conv,3,1,1,1,4,8,8,8,8,8,8,0.5,1.0\n"
+  )
+  (tmp_path / "t.yaml").write_text(text + "measured: {file: rows.csv}\n")
+  cfg = load_config(quickstart_path, [*tiny_overrides, f"cost.target={tmp_path / 't.yaml'}"])
+  setup = pipeline.prepare(cfg)
+  choices = [Choice("skip", 8, 8), Choice("conv3x3", 4, 4)]  # skip fits layer0 only
+  costs = subnet_costs(
+    choices, setup.candidate_layers, setup.fixed_layers, setup.space.op_names, setup.cost_model
+  )
+  assert any(p.startswith("measured:exact") for p in costs["provenance"]), costs["provenance"]
+  assert 0 < costs["measured_latency_share"] < 1
