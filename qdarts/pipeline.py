@@ -166,7 +166,35 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
     f"on {accuracies['prediction_agreement']:.2%} of samples)",
   )
 
-  result = {
+  result = _result_document(
+    setup, choices, costs, objective, accuracies, timings, history, train_history
+  )
+  if writer is not None:
+    for name, value in (*accuracies.items(), *costs["total"].items()):
+      writer.add_scalar(f"final/{name}", value, 0)
+    writer.flush()
+  atomic_write_text(run_dir / "report.md", report.render_markdown(result, subnet_doc))
+  result["artifacts"] = [
+    file_digest(run_dir / name)
+    for name in ("config.yaml", "subnet.json", "model.onnx", "report.md")
+  ]
+  atomic_write_json(run_dir / "result.json", result)
+  return result
+
+
+def _result_document(
+  setup: Setup,
+  choices: list[Choice],
+  costs: dict,
+  objective: CostObjective,
+  accuracies: dict,
+  timings: dict,
+  history: list,
+  train_history: list,
+) -> dict:
+  """result.json, less the artifact list (added once every artifact is written)."""
+  cfg = setup.cfg
+  return {
     "config": cfg.name,
     "dataset": setup.data.name,
     "space": setup.space.name,
@@ -191,17 +219,6 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
     "search_history": history,
     "finetune_history": train_history,
   }
-  if writer is not None:
-    for name, value in (*accuracies.items(), *costs["total"].items()):
-      writer.add_scalar(f"final/{name}", value, 0)
-    writer.flush()
-  atomic_write_text(run_dir / "report.md", report.render_markdown(result, subnet_doc))
-  result["artifacts"] = [
-    file_digest(run_dir / name)
-    for name in ("config.yaml", "subnet.json", "model.onnx", "report.md")
-  ]
-  atomic_write_json(run_dir / "result.json", result)
-  return result
 
 
 def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[dict], CostObjective]:
