@@ -194,6 +194,53 @@ def run_cost(args) -> int:
   return 0
 
 
+def add_profile_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "profile",
+    help="measure each candidate layer's latency into a measured-rows CSV",
+    description="Times every distinct candidate layer of the config's space, at every "
+    "(w_bits, a_bits) of its quant section, plus the fixed stem and classifier at 8/8, as a "
+    "one-layer QDQ ONNX model in ONNX Runtime on the CPU (1 thread, batch 1, median), and "
+    "writes the CSV that a target's `measured: {file: ...}` reads.",
+    epilog="example: qdarts profile configs/quickstart.yaml --out rows.csv --repeats 50",
+  )
+  p.add_argument(
+    "config",
+    nargs="?",
+    default=None,
+    help="YAML config file (default: the packaged configs/quickstart.yaml)",
+  )
+  p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+  p.add_argument("--runtime", default="onnxruntime", help="runtime to time on: onnxruntime")
+  p.add_argument("--out", type=Path, required=True, help="the CSV to write (its folder must exist)")
+  p.add_argument("--repeats", type=int, default=50, help="timed runs per layer (median taken)")
+  p.add_argument("--warmup", type=int, default=10, help="untimed runs before timing")
+  p.set_defaults(func=run_profile)
+
+
+def run_profile(args) -> int:
+  from qdarts.config import load_config  # noqa: PLC0415
+
+  if args.runtime != "onnxruntime":
+    raise ConfigError(f"--runtime: unknown runtime {args.runtime!r}; expected onnxruntime")
+  if not args.out.parent.is_dir():
+    raise ConfigError(f"--out {args.out}: folder {args.out.parent} does not exist")
+  if args.out.is_dir():
+    raise ConfigError(f"--out {args.out}: is a folder; give a CSV file path")
+  if args.repeats < 1 or args.warmup < 0:
+    raise ConfigError(
+      f"--repeats {args.repeats} / --warmup {args.warmup}: expected repeats >= 1, warmup >= 0"
+    )
+  path, overrides = _config_path(args.config, args.overrides)
+  cfg = load_config(path, overrides)
+  from qdarts.profile import profile_config  # noqa: PLC0415 (imports jax, onnx)
+
+  measured = profile_config(cfg, args.out, repeats=args.repeats, warmup=args.warmup)
+  total = sum(ms for _, ms in measured)
+  print(f"{args.out}: {len(measured)} rows, {total:.4g} ms summed ({cfg.name}, {args.runtime})")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(
     prog="qdarts",
@@ -205,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
   add_search_parser(sub)
   add_cost_parser(sub)
+  add_profile_parser(sub)
   add_targets_parser(sub)
   add_validate_target_parser(sub)
   args = parser.parse_args(argv)
