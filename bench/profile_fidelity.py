@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
   from qdarts.profile import (  # noqa: PLC0415
     FIXED_BITS,
     ProfileItem,
-    build_space,
     layer_model,
     profile_config,
+    space_layers,
     time_model,
   )
   from search_spaces import Choice  # noqa: PLC0415
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
   fallback = load_target(str(resources.files("qdarts.configs.targets") / "bitfusion45.yaml"))
   lut = LutCostModel(rows, fallback, name="onnxruntime-cpu")
 
-  data, space, net, _, _ = build_space(cfg)
+  data, space, net, _, _ = space_layers(cfg)
   x = np.asarray(data.x_weight[:256])
   net.calibrate(x)
   rng = np.random.default_rng(args.seed)

@@ -11,6 +11,14 @@ from search_spaces import SPACES, Choice
 
 SUBNET_FORMAT = "qdarts.subnet/1"
 FIXED_BITS = 8
+_REQUIRED = (
+  "space_config",
+  "input_shape",
+  "num_classes",
+  "w_bit_candidates",
+  "a_bit_candidates",
+  "layers",
+)
 
 
 def read_subnet(path: Path) -> dict:
@@ -30,6 +38,22 @@ def read_subnet(path: Path) -> dict:
     raise ConfigError(f"{path}: not a qdarts SubNet file (expected format {SUBNET_FORMAT!r})")
   if doc.get("space") not in SPACES:
     raise ConfigError(f"{path}: space: unknown space {doc.get('space')!r}")
+  missing = [k for k in _REQUIRED if k not in doc]
+  if missing:
+    raise ConfigError(
+      f"{path}: missing field {missing[0]!r} (a SubNet file has {', '.join(_REQUIRED)})"
+    )
+  ops = doc["space_config"].get("ops", []) if isinstance(doc["space_config"], dict) else []
+  for i, layer in enumerate(doc["layers"]):
+    op = layer.get("op") if isinstance(layer, dict) else None
+    if op not in ops:
+      raise ConfigError(f"{path}: layers[{i}].op: {op!r} is not one of the space's ops {ops}")
+  try:
+    subnet_layers(doc)
+  except (KeyError, TypeError, ValueError, IndexError) as e:
+    raise ConfigError(
+      f"{path}: not a valid {doc['space']} SubNet ({e.__class__.__name__}: {e})"
+    ) from e
   return doc
 
 

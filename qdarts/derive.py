@@ -82,10 +82,14 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
   return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
-def _selection_costs(
+def selection_costs(
   tables: np.ndarray, fixed: np.ndarray, peak: Sequence[bool], sel: np.ndarray
 ) -> np.ndarray:
-  """``(K,)`` exact costs of a selection ``sel`` ``(L, 3)`` of (op, w, a) indices."""
+  """``(K,)`` exact costs of a selection ``sel`` ``(L, 3)`` of (op, w, a) indices.
+
+  Args:
+    tables: ``(K, L, O, Bw, Ba)``; fixed: ``(K,)``; peak: ``K`` flags (max instead of sum).
+  """
   layers = np.arange(len(sel))
   per_layer = tables[:, layers, sel[:, 0], sel[:, 1], sel[:, 2]]  # (K, L)
   return np.where(peak, np.maximum(fixed, per_layer.max(1)), fixed + per_layer.sum(1))
@@ -122,7 +126,7 @@ def derive_within_budgets(logits: dict, objective, op_mask: np.ndarray) -> tuple
   peak = np.asarray(objective.peak)[budget_terms]
 
   def violation(s):
-    return np.maximum(_selection_costs(tables, fixed, peak, s) / budgets - 1.0, 0.0).sum()
+    return np.maximum(selection_costs(tables, fixed, peak, s) / budgets - 1.0, 0.0).sum()
 
   changed = False
   while (current := violation(sel)) > 0:

@@ -30,7 +30,7 @@ from qdarts.run_dir import atomic_write_json, atomic_write_text, file_digest
 from qdarts.search import run_search
 from qdarts.supernet import Supernet, masked_logits, merge_supernet, split_supernet
 from qdarts.targets import resolve_target
-from search_spaces import SPACES, Choice
+from search_spaces import SPACES, Choice, SearchSpace
 
 CALIBRATION_BATCH = 256
 
@@ -71,17 +71,22 @@ class Setup:
   objective: CostObjective
 
 
+def build_space(cfg: Config, data: Dataset) -> tuple[SearchSpace, nnx.Module]:
+  """The config's search space for ``data``'s shapes, and its supernet network."""
+  s = cfg.space
+  space = SPACES[s.name](
+    data.input_shape, data.num_classes, s.stem_channels, s.channels, s.strides, s.ops
+  )
+  return space, space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
+
+
 def prepare(cfg: Config) -> Setup:
   """Loads the target and data, builds the space, supernet and cost tables (no disk writes)."""
   cost_model = resolve_target(cfg.cost.target)
   terms = cfg.cost.resolved_terms()
   check_metrics(terms, cost_model)  # before the slower steps
   data = load_dataset(cfg.data, cfg.seed)
-  s = cfg.space
-  space = SPACES[s.name](
-    data.input_shape, data.num_classes, s.stem_channels, s.channels, s.strides, s.ops
-  )
-  net = space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
+  space, net = build_space(cfg, data)
   candidate_layers, fixed_layers = space.candidate_layers(net), space.fixed_layers(net)
   additive = tuple(m for m in cost_model.metrics if m != "act_bytes")
   tables = build_cost_tables(

@@ -34,7 +34,8 @@ from hwcost.measured_rows import COLUMNS, layer_key
 from qdarts.export import onnx as qonnx
 from qdarts.export.ir import QConv, QLinear
 from qdarts.run_dir import atomic_write_text
-from quant.integer import weight_codes
+from quant import weight_codes, weight_qrange
+from search_spaces import same_padding
 
 RUNTIMES = ("onnxruntime",)
 FIXED_BITS = 8
@@ -88,15 +89,9 @@ def space_items(
   return list(items.values())
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-  out = -(-size // stride)
-  total = max((out - 1) * stride + kernel - size, 0)
-  return total // 2, total - total // 2
-
-
 def _random_weights(rng, shape: tuple[int, ...], cout: int, w_bits: int):
   weight = rng.normal(0.0, 0.1, shape).astype(np.float32)
-  qmax = 2 ** (w_bits - 1) - 1
+  _, qmax = weight_qrange(w_bits)
   w_step = (np.abs(weight.reshape(-1, cout)).max(axis=0) / qmax + 1e-6).astype(np.float32)
   bias = rng.normal(0.0, 0.01, cout).astype(np.float32)
   return weight, w_step, bias
@@ -128,7 +123,7 @@ def layer_model(item: ProfileItem, seed: int = 0) -> onnx.ModelProto:
       in_step=in_step,
       a_bits=item.a_bits,
       stride=spec.stride,
-      padding=tuple(_same_padding(n, spec.kernel, spec.stride) for n in spec.in_hw),
+      padding=tuple(same_padding(n, spec.kernel, spec.stride) for n in spec.in_hw),
       groups=spec.groups,
       relu=True,
     )
@@ -228,19 +223,14 @@ def rows_csv(measured: Sequence[tuple[ProfileItem, float]], comments: Sequence[s
   return "\n".join(lines) + "\n"
 
 
-def build_space(cfg):
-  """``(data, space, net, candidate_layers, fixed_layers)`` as :func:`qdarts.pipeline.prepare`."""
-  from flax import nnx  # noqa: PLC0415
-
+def space_layers(cfg):
+  """``(data, space, net, candidate_layers, fixed_layers)`` of a config, built as
+  :func:`qdarts.pipeline.prepare` builds them."""
   from qdarts.data import load_dataset  # noqa: PLC0415
-  from search_spaces import SPACES  # noqa: PLC0415
+  from qdarts.pipeline import build_space  # noqa: PLC0415
 
   data = load_dataset(cfg.data, cfg.seed)
-  s = cfg.space
-  space = SPACES[s.name](
-    data.input_shape, data.num_classes, s.stem_channels, s.channels, s.strides, s.ops
-  )
-  net = space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
+  space, net = build_space(cfg, data)
   return data, space, net, space.candidate_layers(net), space.fixed_layers(net)
 
 
@@ -266,7 +256,7 @@ def profile_config(
   """
   import onnxruntime as ort  # noqa: PLC0415
 
-  _, _, _, candidates, fixed = build_space(cfg)
+  _, _, _, candidates, fixed = space_layers(cfg)
   items = space_items(candidates, fixed, cfg.quant.w_bits, cfg.quant.a_bits)
   if progress:
     from rich.progress import (  # noqa: PLC0415

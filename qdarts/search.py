@@ -16,6 +16,7 @@ from flax import nnx
 
 from qdarts.config import Config
 from qdarts.data import Dataset, epoch_batches
+from qdarts.derive import argmax_selection, selection_costs
 from qdarts.objective import CostObjective
 from qdarts.relaxation import expected_probs, temperature
 from qdarts.steps import (
@@ -42,15 +43,11 @@ class SearchOutcome:
 
 def argmax_cost(objective: CostObjective, logits: dict, term: int = 0) -> float:
   """Exact cost (of one term's metric) of the SubNet the logits would derive now."""
-  op = np.asarray(logits["op"]).argmax(-1)  # (L,)
-  layers = np.arange(op.size)
-  w = np.asarray(logits["w"])[layers, op].argmax(-1)  # (L,)
-  a = np.asarray(logits["a"])[layers, op].argmax(-1)
-  per_layer = np.asarray(objective.tables[term], np.float64)[layers, op, w, a]
-  fixed = float(objective.fixed[term])
-  if objective.peak[term]:
-    return max(fixed, float(per_layer.max()))
-  return fixed + float(per_layer.sum())
+  k = [term]
+  tables = np.asarray(objective.tables, np.float64)[k]
+  fixed = np.asarray(objective.fixed, np.float64)[k]
+  peak = np.asarray(objective.peak)[k]
+  return float(selection_costs(tables, fixed, peak, argmax_selection(logits))[0])
 
 
 def run_search(

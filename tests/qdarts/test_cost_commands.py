@@ -57,3 +57,17 @@ def test_cost_rejects_a_file_that_is_not_a_subnet(tmp_path, capsys):
   assert "not a qdarts SubNet file" in capsys.readouterr().err
   assert main(["cost", "--target", "bops", "--subnet", str(tmp_path / "none.json")]) == 2
   assert "SubNet file not found" in capsys.readouterr().err
+
+
+def test_cost_rejects_a_broken_subnet_file(finished_run, tmp_path, capsys):
+  run_dir, _ = finished_run
+  doc = json.loads((run_dir / "subnet.json").read_text())
+  for name, broken in (
+    ("nolayers.json", {k: v for k, v in doc.items() if k != "layers"}),
+    ("badop.json", {**doc, "layers": [{**doc["layers"][0], "op": "conv9x9"}, *doc["layers"][1:]]}),
+  ):
+    path = tmp_path / name
+    path.write_text(json.dumps(broken))
+    assert main(["cost", "--target", "bops", "--subnet", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert name in err and len(err.splitlines()) == 1, err

@@ -8,7 +8,7 @@ from hwcost import LutCostModel, load_target, read_measured_csv
 from hwcost.measured_rows import layer_key
 from qdarts.cli import main
 from qdarts.config import load_config
-from qdarts.profile import build_space, layer_model, profile_config, space_items
+from qdarts.profile import layer_model, profile_config, space_items, space_layers
 
 OVERRIDES = [
   "data.dataset=synthetic",
@@ -31,7 +31,7 @@ def profiled(tmp_path_factory, quickstart_path):
 
 
 def _expected_keys(cfg):
-  _, _, _, candidates, fixed = build_space(cfg)
+  _, _, _, candidates, fixed = space_layers(cfg)
   keys = {layer_key(spec, (8, 8)) for spec in fixed}
   for row in candidates:
     for specs in row:
@@ -73,7 +73,7 @@ def test_lut_prices_the_profiled_layers_exactly(profiled):
 
 def test_layer_models_are_opset_21_qdq(profiled):
   cfg, _, _ = profiled
-  _, _, _, candidates, fixed = build_space(cfg)
+  _, _, _, candidates, fixed = space_layers(cfg)
   items = space_items(candidates, fixed, [4], [2])
   for item in items:
     model = layer_model(item)
