@@ -11,7 +11,3 @@ class ConfigError(QdartsError):
 
 class DataError(QdartsError):
   """A dataset cannot be found or read."""
-
-
-class ExportError(QdartsError):
-  """A SubNet cannot be exported or an exported model cannot be read."""

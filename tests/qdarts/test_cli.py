@@ -89,6 +89,7 @@ BAD = [
   (["search", "quant.w_bits=[]"], "quant.w_bits: expected a non-empty list"),
   (["search", "cost.target=nothere.yaml"], "nothere.yaml"),
   (["search", "cost.metric=latency_ms"], "cost.metric: target 'bops' provides"),
+  (["search", "data.batch_size=5000"], "data.batch_size: 5000 is larger than each training half"),
   (["search", "--frobnicate"], "unrecognized arguments: --frobnicate"),
   (["serach"], "invalid choice: 'serach'"),
 ]
