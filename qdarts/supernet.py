@@ -13,14 +13,7 @@ from flax import nnx
 
 from qdarts.relaxation import MASKED_LOGIT
 from quant import QScale
-
-
-class ArchParam(nnx.Param):
-  """Op logits α, ``(L, O)``."""
-
-
-class PrecParam(nnx.Param):
-  """Bit-width logits: weights β ``(L, O, Bw)`` and activations γ ``(L, O, Ba)``."""
+from search_spaces.base import ArchParam, PrecParam
 
 
 class Supernet(nnx.Module):

@@ -14,6 +14,20 @@ from flax import nnx
 from hwcost import LayerSpec
 
 
+class ArchParam(nnx.Param):
+  """Architecture logits: op logits α ``(G, O)`` (the supernet's) and any logits a space keeps
+  inside its network (e.g. PC-DARTS edge normalization). Trained by the architecture step."""
+
+
+class PrecParam(nnx.Param):
+  """Bit-width logits: weights β ``(L, O, Bw)`` and activations γ ``(L, O, Ba)``."""
+
+
+class NotAChain(Exception):
+  """A SubNet whose graph is not a plain chain (residual adds, cells): the chain exporter
+  cannot write it."""
+
+
 class Probs(NamedTuple):
   """Relaxed choices fed to a supernet's forward pass.
 
