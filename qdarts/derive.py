@@ -95,7 +95,7 @@ def selection_costs(
   return np.where(peak, np.maximum(fixed, per_layer.max(1)), fixed + per_layer.sum(1))
 
 
-def derive_within_budgets(logits: dict, objective, op_mask: np.ndarray) -> tuple[np.ndarray, bool]:
+def derive_within_budgets(logits: dict, objective, allowed: np.ndarray) -> tuple[np.ndarray, bool]:
   """A probable SubNet that meets every ``budget`` term, found greedily.
 
   Starts from the argmax SubNet (:func:`argmax_selection`). While some budget is exceeded, it
@@ -107,14 +107,14 @@ def derive_within_budgets(logits: dict, objective, op_mask: np.ndarray) -> tuple
   Args:
     logits: masked ``{"op": (L, O), "w": (L, O, Bw), "a": (L, O, Ba)}``.
     objective: the search's :class:`~qdarts.objective.CostObjective`.
-    op_mask: ``(L, O)`` bool.
+    allowed: bool ``(L, O, Bw, Ba)``: the choices the search may take (capability masks).
 
   Returns:
     ``(L, 3)`` indices (op, w, a) per choice point, and whether any change was made.
   """
   log_p = {k: _log_softmax(np.asarray(v, np.float64)) for k, v in logits.items()}
   score = log_p["op"][..., None, None] + log_p["w"][..., :, None] + log_p["a"][..., None, :]
-  score = np.where(op_mask[..., None, None], score, -np.inf)  # (L, O, Bw, Ba)
+  score = np.where(allowed, score, -np.inf)  # (L, O, Bw, Ba)
   num_l = score.shape[0]
   sel = argmax_selection(logits)
   budget_terms = [k for k, f in enumerate(objective.forms) if f == "budget"]

@@ -162,13 +162,16 @@ def costliest_subnet(table: np.ndarray, op_mask: np.ndarray, fixed: float, peak:
   return float(max(fixed, per_layer.max()) if peak else fixed + per_layer.sum())
 
 
-def _peak_table(candidate_layers, model, w_bits, a_bits) -> np.ndarray:
-  """``(L, O, Bw, Ba)``: per op, the largest ``act_bytes`` of its layers (0 for no layers)."""
+def peak_act_table(candidate_layers, model, w_bits, a_bits, pair_mask=None) -> np.ndarray:
+  """``(L, O, Bw, Ba)``: per op, the largest ``act_bytes`` of its layers (0 for no layers, and
+  for pairs outside ``pair_mask``, which the model may refuse to cost)."""
   table = np.zeros((len(candidate_layers), len(candidate_layers[0]), len(w_bits), len(a_bits)))
   for l, row in enumerate(candidate_layers):
     for o, specs in enumerate(row):
       for i, w in enumerate(w_bits):
         for j, a in enumerate(a_bits):
+          if pair_mask is not None and not pair_mask[l, o, i, j]:
+            continue
           table[l, o, i, j] = max(
             (model.cost(spec, w, a).values["act_bytes"] for spec in specs or ()), default=0.0
           )
@@ -197,6 +200,7 @@ def build_objective(
   model: CostModel,
   w_bits,
   a_bits,
+  pair_mask=None,
   fixed_bits: int = 8,
 ) -> CostObjective:
   """The objective of the config's cost terms, with tables filled once from ``model``.
@@ -206,19 +210,22 @@ def build_objective(
     tables: additive tables of ``model`` for every additive metric of the terms.
     candidate_layers: ``L × O`` LayerSpec lists of the space (None where an op does not fit).
     fixed_layers: the layers every SubNet has, costed at ``fixed_bits``.
+    pair_mask: bool ``(L, O, Bw, Ba)`` of the choices the search may take (default: the
+      tables' own); others are 0 in every table, so they never set the reference cost.
 
   Raises:
     ConfigError: a term's metric is not provided by the target.
   """
   check_metrics(terms, model)
+  allowed = (tables.pair_mask if pair_mask is None else pair_mask) & tables.op_mask[..., None, None]
   built = []
   for term in terms:
     fixed_costs = [model.cost(s, fixed_bits, fixed_bits).values for s in fixed_layers]
     if term.metric == "peak_act_bytes":
-      table = _peak_table(candidate_layers, model, w_bits, a_bits)
+      table = peak_act_table(candidate_layers, model, w_bits, a_bits, allowed)
       fixed = max((c["act_bytes"] for c in fixed_costs), default=0.0)
     else:
-      table = tables.metric(term.metric)
+      table = np.where(allowed, tables.metric(term.metric), 0.0)
       fixed = sum(c[term.metric] for c in fixed_costs)
     peak = term.metric == "peak_act_bytes"
     built.append(

@@ -18,21 +18,29 @@ from flax import nnx
 
 from hwcost import CostModel, CostTables, build_cost_tables
 from qdarts import report
-from qdarts.config import Config, config_to_dict
+from qdarts.config import Config, CostTerm, config_to_dict
 from qdarts.data import Dataset, load_dataset
 from qdarts.derive import choices_from_selection, derive_within_budgets, subnet_costs
 from qdarts.errors import ConfigError
 from qdarts.export import export_onnx, run_onnx
 from qdarts.export.from_subnet import chain_from_subnet
 from qdarts.finetune import accuracy, finetune, predict_logits
-from qdarts.objective import CostObjective, build_objective, check_metrics
+from qdarts.objective import CostObjective, build_objective, check_metrics, peak_act_table
 from qdarts.run_dir import atomic_write_json, atomic_write_text, file_digest
 from qdarts.search import run_search
-from qdarts.supernet import Supernet, masked_logits, merge_supernet, split_supernet
-from qdarts.targets import resolve_target
+from qdarts.supernet import (
+  ChoiceMasks,
+  Supernet,
+  choice_masks,
+  masked_logits,
+  merge_supernet,
+  split_supernet,
+)
+from qdarts.targets import memory_budgets, resolve_target
 from search_spaces import SPACES, Choice, SearchSpace
 
 CALIBRATION_BATCH = 256
+FIXED_BITS = 8  # stem and classifier of every space
 
 
 class Reporter(Protocol):
@@ -69,6 +77,7 @@ class Setup:
   candidate_layers: list
   fixed_layers: list
   objective: CostObjective
+  masks: ChoiceMasks
 
 
 def build_space(cfg: Config, data: Dataset) -> tuple[SearchSpace, nnx.Module]:
@@ -83,43 +92,96 @@ def build_space(cfg: Config, data: Dataset) -> tuple[SearchSpace, nnx.Module]:
 def prepare(cfg: Config) -> Setup:
   """Loads the target and data, builds the space, supernet and cost tables (no disk writes)."""
   cost_model = resolve_target(cfg.cost.target)
-  terms = cfg.cost.resolved_terms()
+  budgets = memory_budgets(cost_model)
+  terms = with_memory_terms(cfg.cost.resolved_terms(), budgets, cost_model)
   check_metrics(terms, cost_model)  # before the slower steps
   data = load_dataset(cfg.data, cfg.seed)
   space, net = build_space(cfg, data)
   candidate_layers, fixed_layers = space.candidate_layers(net), space.fixed_layers(net)
   additive = tuple(m for m in cost_model.metrics if m != "act_bytes")
-  tables = build_cost_tables(
-    candidate_layers, cost_model, cfg.quant.w_bits, cfg.quant.a_bits, additive
-  )
-  _reject_unsupported_pairs(tables, cost_model, cfg)
+  w_bits, a_bits = cfg.quant.w_bits, cfg.quant.a_bits
+  tables = build_cost_tables(candidate_layers, cost_model, w_bits, a_bits, additive)
+  pair_mask = tables.pair_mask
+  if "peak_act_bytes" in budgets:
+    _check_fixed_layers_fit(fixed_layers, cost_model, budgets["peak_act_bytes"])
+    peak = peak_act_table(candidate_layers, cost_model, w_bits, a_bits, pair_mask)
+    pair_mask = pair_mask & (peak <= budgets["peak_act_bytes"])
+  masks = _capability_masks(tables.op_mask, pair_mask, space, cost_model, cfg)
   objective = build_objective(
-    terms, tables, candidate_layers, fixed_layers, cost_model, cfg.quant.w_bits, cfg.quant.a_bits
+    terms, tables, candidate_layers, fixed_layers, cost_model, w_bits, a_bits, pair_mask
   )
-  supernet = Supernet(net, tables.op_mask, len(cfg.quant.w_bits), len(cfg.quant.a_bits))
+  op_rows = getattr(space, "op_logit_rows", lambda: None)()
+  supernet = Supernet(net, masks, len(w_bits), len(a_bits), op_rows)
   return Setup(
-    cfg, data, space, cost_model, supernet, tables, candidate_layers, fixed_layers, objective
+    cfg,
+    data,
+    space,
+    cost_model,
+    supernet,
+    tables,
+    candidate_layers,
+    fixed_layers,
+    objective,
+    masks,
   )
 
 
-def _reject_unsupported_pairs(tables: CostTables, cost_model: CostModel, cfg: Config) -> None:
-  """A bit pair the target cannot run must never be searched as if it were free.
+def with_memory_terms(terms, budgets: dict[str, float], model: CostModel) -> tuple:
+  """The config's cost terms plus one ``budget`` term per memory size the target declares.
 
-  Weight and activation bits have separate logits, so a target that supports only some pairs
-  is rejected here with the pairs to drop, rather than masked approximately.
+  A target's SRAM and flash sizes are hard limits of the device, so the derived SubNet must
+  meet them even when the user's objective is, say, latency. Each is added as a budget term
+  with λ = 0: it changes nothing while the argmax SubNet fits, its λ grows by dual ascent only
+  while it does not, and the derivation moves the SubNet within it. A term the user already
+  gives for that metric is left as the user wrote it.
   """
-  unsupported = sorted(
-    {
-      (cfg.quant.w_bits[w], cfg.quant.a_bits[a])
-      for _, _, w, a in np.argwhere(tables.op_mask[..., None, None] & ~tables.pair_mask)
-    }
+  given = {t.metric for t in terms}
+  provided = set(model.metrics) | ({"peak_act_bytes"} if "act_bytes" in model.metrics else set())
+  extra = tuple(
+    CostTerm(metric=m, form="budget", weight=0.0, budget=b)
+    for m, b in budgets.items()
+    if m not in given and m in provided
   )
-  if unsupported:
-    pairs = ", ".join(f"w{w}a{a}" for w, a in unsupported)
+  return tuple(terms) + extra
+
+
+def _check_fixed_layers_fit(fixed_layers, cost_model: CostModel, sram_bytes: float) -> None:
+  """A layer every SubNet has (stem, classifier) whose activations exceed SRAM: no SubNet fits."""
+  for spec in fixed_layers:
+    need = cost_model.cost(spec, FIXED_BITS, FIXED_BITS).values["act_bytes"]
+    if need > sram_bytes:
+      raise ConfigError(
+        f"cost.target: layer {spec.name!r} needs {need:,.0f} bytes of activations, more than "
+        f"target {cost_model.name!r}'s memory.sram_kib ({sram_bytes / 1024:,.0f} KiB); no "
+        "SubNet of this space fits it (use a smaller input or stem)"
+      )
+
+
+def _capability_masks(op_mask, pair_mask, space, cost_model: CostModel, cfg: Config):
+  """The logit masks that keep the search within what the target runs and holds.
+
+  Raises ConfigError when a choice point is left with no runnable candidate, or when an op's
+  runnable pairs are not a product of weight and activation widths (separate logits cannot
+  express that set exactly; the message lists the pairs to choose from).
+  """
+  masks, not_product = choice_masks(op_mask, pair_mask)
+  w_bits, a_bits = cfg.quant.w_bits, cfg.quant.a_bits
+  if not_product:
+    l, o = not_product[0]
+    pairs = ", ".join(f"w{w_bits[i]}a{a_bits[j]}" for i, j in np.argwhere(pair_mask[l, o]))
     raise ConfigError(
-      f"quant: target {cost_model.name!r} does not support the bit pairs {pairs} "
-      "(its unsupported_policy is error); choose quant.w_bits and quant.a_bits it supports"
+      f"quant: target {cost_model.name!r} runs {space.op_names[o]} at "
+      f"{space.choice_names[l]} only at {pairs}: not every combination of the allowed "
+      "quant.w_bits and quant.a_bits; choose widths whose combinations it all runs"
     )
+  empty = np.flatnonzero(~masks.op.any(axis=1))
+  if empty.size:
+    raise ConfigError(
+      f"quant: target {cost_model.name!r} can run no candidate of {space.choice_names[empty[0]]} "
+      f"at any of w_bits {list(w_bits)} × a_bits {list(a_bits)} (unsupported precisions or "
+      "activations larger than its SRAM)"
+    )
+  return masks
 
 
 def _epoch_logger(stage: str, reporter: Reporter, writer) -> Callable[[int, dict], None]:
@@ -242,7 +304,10 @@ def _derive(setup: Setup, supernet: Supernet, objective: CostObjective):
   and the subnet.json document."""
   cfg, space = setup.cfg, setup.space
   logits = jax.device_get(masked_logits(supernet))
-  sel, adjusted = derive_within_budgets(logits, objective, setup.tables.op_mask)
+  allowed = (
+    setup.masks.op[..., None, None] & setup.masks.w[..., :, None] & setup.masks.a[..., None, :]
+  )
+  sel, adjusted = derive_within_budgets(logits, objective, allowed)
   choices = choices_from_selection(sel, space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
   costs = subnet_costs(
     choices, setup.candidate_layers, setup.fixed_layers, space.op_names, setup.cost_model

@@ -34,3 +34,20 @@ def resolve_target(spec: str) -> CostModel:
     f"cost.target: unknown target {spec!r}; built-in: {', '.join(builtin)}; "
     "or give a path to a target YAML file"
   )
+
+
+def memory_budgets(model: CostModel) -> dict[str, float]:
+  """The target's memory sizes as budgets on SubNet metrics, in bytes.
+
+  ``memory.sram_kib`` bounds ``peak_act_bytes`` (the largest layer's activations must fit the
+  on-chip working memory) and ``memory.flash_kib`` bounds ``flash_bytes``; a size the target
+  does not declare gives no budget. A measured target inherits them from its analytic part.
+  """
+  target = getattr(model, "target", None) or getattr(
+    getattr(model, "fallback", None), "target", None
+  )
+  memory = getattr(target, "memory", None)
+  if memory is None:
+    return {}
+  sizes = {"peak_act_bytes": memory.sram_bytes, "flash_bytes": memory.flash_bytes}
+  return {metric: float(size) for metric, size in sizes.items() if size is not None}

@@ -32,7 +32,7 @@ def test_derivation_keeps_the_argmax_when_it_meets_the_budget():
     "w": np.zeros((2, 2, 1)),
     "a": np.array([[[0.0, 1.0]] * 2] * 2),
   }
-  sel, moved = derive_within_budgets(logits, _objective(table, 10.0), np.ones((2, 2), bool))
+  sel, moved = derive_within_budgets(logits, _objective(table, 10.0), np.ones((2, 2, 1, 2), bool))
   np.testing.assert_array_equal(sel, argmax_selection(logits))
   assert not moved
 
@@ -45,7 +45,7 @@ def test_derivation_gives_up_the_least_probability_to_meet_the_budget():
     "a": np.array([[[0.0, 2.0]] * 2] * 2),
   }
   assert argmax_selection(logits)[:, 0].tolist() == [1, 1]  # 9 + 9 = 18 > 12
-  sel, moved = derive_within_budgets(logits, _objective(table, 12.0), np.ones((2, 2), bool))
+  sel, moved = derive_within_budgets(logits, _objective(table, 12.0), np.ones((2, 2, 1, 2), bool))
   assert moved
   cost = sum(table[l, o, w, a] for l, (o, w, a) in enumerate(sel))
   assert cost <= 12.0
@@ -55,7 +55,7 @@ def test_derivation_gives_up_the_least_probability_to_meet_the_budget():
 def test_infeasible_budget_is_reported_not_hidden():
   table = np.full((2, 1, 1, 1), 5.0)
   logits = {"op": np.zeros((2, 1)), "w": np.zeros((2, 1, 1)), "a": np.zeros((2, 1, 1))}
-  sel, moved = derive_within_budgets(logits, _objective(table, 1.0), np.ones((2, 1), bool))
+  sel, moved = derive_within_budgets(logits, _objective(table, 1.0), np.ones((2, 1, 1, 1), bool))
   assert not moved and sel.shape == (2, 3)
 
 
@@ -77,8 +77,11 @@ def test_cortex_m7_latency_budget_is_met_on_digits(tmp_path, quickstart_path):
     ],
   )
   result = pipeline.run(pipeline.prepare(cfg), tmp_path)
-  (term,) = result["cost_terms"]
+  term, *memory = result["cost_terms"]
   assert term["met"], term
+  # the target's SRAM and flash sizes are budgets of their own, met too
+  assert {m["metric"] for m in memory} == {"peak_act_bytes", "flash_bytes"}
+  assert all(m["met"] and m["form"] == "budget" for m in memory), memory
   assert term["derived"] <= budget
   assert result["cost"]["latency_ms"] == term["derived"]
   print(f"Cortex-M7 budget {budget} ms: derived {term['derived']:.3f} ms, λ {term['weight']:.3f}")
