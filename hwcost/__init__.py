@@ -17,12 +17,14 @@ from hwcost.cost_model import (
 from hwcost.layer_spec import LayerSpec
 from hwcost.lut import LutCostModel, share_measured
 from hwcost.measured_rows import MeasuredRow, MeasuredRows, read_measured_csv
-from hwcost.roofline import RooflineModel, load_target
+from hwcost.roofline import RooflineModel, load_target, padded_macs
 from hwcost.tables import CostTables, build_cost_tables, layers_cost
+from hwcost.target_file import ChannelGranularity
 
 __all__ = [
   "METRICS",
   "BopsModel",
+  "ChannelGranularity",
   "Cost",
   "CostModel",
   "CostTableError",
@@ -38,6 +40,7 @@ __all__ = [
   "layer_flash_bytes",
   "layers_cost",
   "load_target",
+  "padded_macs",
   "read_measured_csv",
   "share_measured",
 ]

@@ -14,14 +14,23 @@ from hwcost.cost_model import METRICS, Cost, CostTableError, shared_metrics
 from hwcost.layer_spec import LayerSpec
 from hwcost.lut import LutCostModel
 from hwcost.measured_rows import read_measured_csv
-from hwcost.target_file import OpClassSpec, Pair, TargetSpec, grid_key, read_target_file
+from hwcost.target_file import (
+  ChannelGranularity,
+  OpClassSpec,
+  Pair,
+  TargetSpec,
+  grid_key,
+  read_target_file,
+)
 
 
 @dataclass(frozen=True)
 class RooflineModel:
   """Roofline latency and energy of one layer on one target.
 
-  Let M be the layer's MACs, P(b_w, b_a) the target's MACs per cycle for the layer's op class,
+  Let M be the layer's MACs as the hardware computes them (:func:`padded_macs`: the true MACs
+  unless the op class declares a ``channel_granularity``), P(b_w, b_a) the target's MACs per
+  cycle for the layer's op class,
   e_MAC(b_w, b_a) its energy per MAC (pJ), B the bytes the layer moves, β the memory bandwidth
   (bytes/cycle), e_B the energy per byte (pJ), c_0 the overhead cycles, f the clock (MHz) and
   P_s the static power (mW). The bytes are the stored parameters plus the activations,
@@ -34,7 +43,9 @@ class RooflineModel:
     E_{\\mu J} = 10^{-6} \\left(M \\, e_{MAC} + B \\, e_B\\right) + P_s \\, t_{ms}
 
   (mW · ms = µJ). The op class is ``depthwise`` when g = C_in > 1, ``linear`` for linear
-  layers, and ``conv`` otherwise (grouped convolutions included).
+  layers, and ``conv`` otherwise (grouped convolutions included). Padded MACs enter the energy
+  too (the idle lanes of a padded group burn their cycle); ``bops`` stays M·b_w·b_a of the true
+  MACs, a hardware-agnostic count.
 
   A pair outside the target's supported set follows its ``unsupported_policy``: ``error``
   refuses it; ``promote`` costs the smallest supported pair (b_w', b_a') with b_w' ≥ b_w and
@@ -86,8 +97,9 @@ class RooflineModel:
     op = self._op_class(spec)
     values = shared_metrics(spec, *pair)
     moved_bytes = values["flash_bytes"] + values["act_bytes"]
-    latency_ms = self._latency_ms(op, pair, spec.macs, moved_bytes)
-    energy_pj = spec.macs * op.energy_pj_per_mac[pair]
+    macs = padded_macs(spec, op.channel_granularity)
+    latency_ms = self._latency_ms(op, pair, macs, moved_bytes)
+    energy_pj = macs * op.energy_pj_per_mac[pair]
     energy_pj += moved_bytes * self.target.memory.energy_pj_per_byte
     values["latency_ms"] = latency_ms
     values["energy_uj"] = energy_pj * 1e-6 + self.target.static_power_mw * latency_ms
@@ -135,6 +147,35 @@ class RooflineModel:
         "a layer is never costed as zero"
       )
     return self.target.compute[op_class]
+
+
+def padded_macs(spec: LayerSpec, granularity: ChannelGranularity) -> int:
+  """MACs of ``spec`` as hardware that processes channels in groups computes them.
+
+  With g_i = ``granularity.cin``, g_o = ``granularity.cout``, G the layer's groups and
+  ⌈x⌉_g = ⌈x/g⌉·g:
+
+  .. math::
+    M_{pad} = H_{out} W_{out} \\, k^2 \\, \\lceil C_{out} \\rceil_{g_o} \\,
+    \\lceil C_{in}/G \\rceil_{g_i}
+
+  which is ``spec.macs`` when both are 1. E.g. GAP8/PULP-NN (PLiNIO's model): a linear layer
+  takes ⌈C_in/2⌉·⌈C_out/4⌉ cycles at 8 MACs/cycle, i.e. M_pad/8 with g_i = 2, g_o = 4.
+
+  The ceil has no gradient, and needs none: every search space here fixes its channel counts,
+  so this runs once, when the cost tables are built, and the search differentiates through the
+  tables' op and bit probabilities only. (A search over channel counts would need a
+  straight-through ceil, as PLiNIO's ``FloorSTE``.)
+  """
+  out_h, out_w = spec.out_hw
+  cout = _round_up(spec.cout, granularity.cout)
+  cin = _round_up(spec.cin // spec.groups, granularity.cin)
+  return out_h * out_w * spec.kernel * spec.kernel * cout * cin
+
+
+def _round_up(channels: int, multiple: int) -> int:
+  """⌈channels/multiple⌉·multiple, in integers."""
+  return -(-channels // multiple) * multiple
 
 
 def op_class_of(spec: LayerSpec) -> str:

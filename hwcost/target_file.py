@@ -30,6 +30,7 @@ The format (a subset of the design in ``research/hwcost.md`` §5.2)::
       # macs_per_cycle: {form: bitfusion, macs_per_cycle_8x8: 512}, or one number
       energy_pj_per_mac: {form: bitfusion, energy_pj_per_mac_8x8: 0.459}
       overhead_cycles: 0               # optional (default 0), per layer
+      channel_granularity: {cin: 2, cout: 4}   # optional: channels processed in groups of g
   measured:                            # optional: measured rows (see hwcost.lut)
     file: bitfusion45_rows.csv         # a CSV, relative to this YAML file
     max_extrapolation: 2.0             # optional (default 2, >= 1): MACs factor beyond the rows
@@ -37,6 +38,13 @@ The format (a subset of the design in ``research/hwcost.md`` §5.2)::
 Grid keys are ``a{a_bits}w{w_bits}`` and must cover exactly the supported pairs. The closed form
 ``bitfusion`` is BitFusion's simulator law with p_max = 8 and p_min = 2 bits, f(b) =
 ⌊8 / max(b, 2)⌋: MACs/cycle = base·f(a)·f(w) and energy/MAC = base / (f(a)·f(w)).
+
+``channel_granularity`` (optional, per op class) says the hardware processes channels in groups:
+``cout: g`` pads the output channels to a multiple of g, ``cin: g`` the input channels each
+output reads (C_in/groups, the reduction length). The roofline then computes
+⌈C/g⌉·g channels (:func:`hwcost.roofline.padded_macs`). A depthwise layer reads one input
+channel per group, so ``compute.depthwise`` takes ``cout`` only. The ceil is applied when the
+cost tables are built; every search space fixes its channel counts, so it needs no gradient.
 
 With ``measured``, :func:`hwcost.roofline.load_target` wraps the roofline model in a
 :class:`~hwcost.lut.LutCostModel` over the CSV's rows (format in :mod:`hwcost.measured_rows`),
@@ -48,7 +56,8 @@ the file can be read; :func:`hwcost.measured_rows.read_measured_csv` checks the 
   classes are ``compute.{conv, depthwise, linear}``; memory is one level (the off-chip interface
   every byte crosses once); the closed form is ``form: bitfusion`` with a ``*_8x8`` base; LUT
   rows are ``measured: {file, max_extrapolation}`` (not ``lut:`` with interpolation and
-  calibration settings); channel multiples and constraints are not read yet.
+  calibration settings); channel multiples are ``channel_granularity: {cin, cout}`` (one int
+  each, not per bit pair); constraints are not read yet.
 """
 
 import math
@@ -81,6 +90,20 @@ _TOP_REQUIRED = (
   "compute",
 )
 _TOP_OPTIONAL = ("static_power_mw", "measured")
+GRANULARITY_KEYS = ("cin", "cout")
+
+
+@dataclass(frozen=True)
+class ChannelGranularity:
+  """How many channels the hardware processes at once (1: no padding).
+
+  Attributes:
+    cin: input channels per group (C_in/groups, the reduction) are padded to a multiple of it.
+    cout: output channels are padded to a multiple of it.
+  """
+
+  cin: int = 1
+  cout: int = 1
 
 
 @dataclass(frozen=True)
@@ -91,11 +114,13 @@ class OpClassSpec:
     macs_per_cycle: (w_bits, a_bits) -> peak MACs per cycle (> 0).
     energy_pj_per_mac: (w_bits, a_bits) -> core energy per MAC in pJ (≥ 0).
     overhead_cycles: fixed cycles per layer (≥ 0): launch, pipeline fill and drain.
+    channel_granularity: channel multiples the op class computes in (default: none).
   """
 
   macs_per_cycle: Mapping[Pair, float]
   energy_pj_per_mac: Mapping[Pair, float]
   overhead_cycles: float
+  channel_granularity: ChannelGranularity = ChannelGranularity()
 
 
 @dataclass(frozen=True)
@@ -351,7 +376,10 @@ class _Checker:
     for op_class, entry in value.items():
       field = f"compute.{op_class}"
       entry = self.mapping(
-        entry, field, ("macs_per_cycle", "energy_pj_per_mac"), ("overhead_cycles",)
+        entry,
+        field,
+        ("macs_per_cycle", "energy_pj_per_mac"),
+        ("overhead_cycles", "channel_granularity"),
       )
       out[op_class] = OpClassSpec(
         macs_per_cycle=self.per_pair(
@@ -363,8 +391,35 @@ class _Checker:
         overhead_cycles=self.number(
           entry.get("overhead_cycles", 0), f"{field}.overhead_cycles", positive=False
         ),
+        channel_granularity=self.granularity(entry, field, op_class),
       )
     return out
+
+  def granularity(self, entry: dict, op_field: str, op_class: str) -> ChannelGranularity:
+    """The op class's ``channel_granularity: {cin: g, cout: g}`` (either may be left out; none
+    without the key); depthwise takes ``cout`` only."""
+    if "channel_granularity" not in entry:
+      return ChannelGranularity()
+    value, field = entry["channel_granularity"], f"{op_field}.channel_granularity"
+    allowed = ("cout",) if op_class == "depthwise" else GRANULARITY_KEYS
+    if isinstance(value, dict) and "cin" in value and op_class == "depthwise":
+      self.fail(
+        f"{field}.cin",
+        "a depthwise layer reads one input channel per group, so only cout applies "
+        "(its channels); give the granularity as cout",
+      )
+    if isinstance(value, dict) and not value:
+      self.fail(field, f"expected at least one of {', '.join(allowed)}, got an empty mapping")
+    value = self.mapping(value, field, (), allowed)
+    sizes = {}
+    for key, size in value.items():
+      if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        self.fail(
+          f"{field}.{key}",
+          f"expected a positive int (channels the hardware processes at once), got {size!r}",
+        )
+      sizes[key] = size
+    return ChannelGranularity(**sizes)
 
   def per_pair(self, value, field, supported, *, positive: bool) -> dict[Pair, float]:
     """One number for all pairs, a closed form, or a grid keyed ``a{a}w{w}``."""

@@ -6,6 +6,7 @@ traceback.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -48,6 +49,12 @@ def add_search_parser(subparsers) -> None:
     help="run folder (default: runs/<config-name>-<timestamp>/ under the current directory)",
   )
   p.add_argument(
+    "--data-dir",
+    default=None,
+    help="folder holding the dataset files (overrides data.data_dir; default: "
+    "$QDARTS_DATA_DIR, then ~/.cache/qdarts/datasets)",
+  )
+  p.add_argument(
     "--no-cache",
     action="store_true",
     help="do not use the persistent XLA compilation cache "
@@ -82,6 +89,8 @@ def run_search(args) -> int:
 
   path, overrides = _config_path(args.config, args.overrides)
   cfg = load_config(path, overrides)
+  if args.data_dir is not None:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=args.data_dir))
   if not args.no_cache:
     _enable_compilation_cache()
   reporter = RichReporter()
@@ -241,6 +250,40 @@ def run_profile(args) -> int:
   return 0
 
 
+def add_import_table_parser(subparsers) -> None:
+  from hwcost.importers import IMPORT_FORMATS  # noqa: PLC0415 (numpy only)
+
+  p = subparsers.add_parser(
+    "import-table",
+    help="turn a public per-layer cost table into a measured-rows CSV",
+    description="Reads a published latency/energy lookup table, checks every key, converts "
+    "its units to ms and µJ, and writes the CSV that a target's `measured: {file: ...}` reads. "
+    "apq-bitfusion (alias haq-bitfusion): the BitFusion table of mit-han-lab/apq, "
+    "lut/BitFusion_new.b1.dict (JSON).",
+    epilog="example: qdarts import-table --format haq-bitfusion BitFusion_new.b1.dict "
+    "--out bitfusion_rows.csv",
+  )
+  p.add_argument("table", type=Path, help="the public table file")
+  p.add_argument("--format", required=True, choices=sorted(IMPORT_FORMATS), help="its format")
+  p.add_argument("--out", type=Path, required=True, help="the CSV to write (its folder must exist)")
+  p.set_defaults(func=run_import_table)
+
+
+def run_import_table(args) -> int:
+  from hwcost.importers import import_table, measured_rows_csv  # noqa: PLC0415
+  from qdarts.run_dir import atomic_write_text  # noqa: PLC0415
+
+  if not args.out.parent.is_dir():
+    raise ConfigError(f"--out {args.out}: folder {args.out.parent} does not exist")
+  if args.out.is_dir():
+    raise ConfigError(f"--out {args.out}: is a folder; give a CSV file path")
+  table = import_table(args.table, args.format)
+  atomic_write_text(args.out, measured_rows_csv(table))
+  skipped = f"; skipped {', '.join(table.skipped)} (no shape)" if table.skipped else ""
+  print(f"{args.out}: {len(table.rows)} rows from {args.table} ({args.format}{skipped})")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(
     prog="qdarts",
@@ -255,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
   add_profile_parser(sub)
   add_targets_parser(sub)
   add_validate_target_parser(sub)
+  add_import_table_parser(sub)
   args = parser.parse_args(argv)
   if args.command is None:
     parser.print_help()

@@ -23,7 +23,7 @@ def test_public_names():
       "LayerSpec", "Cost", "CostModel", "CostTableError", "METRICS", "BopsModel",
       "RooflineModel", "load_target", "CostTables", "build_cost_tables", "layers_cost",
       "layer_bops", "layer_flash_bytes", "layer_act_bytes", "LutCostModel", "MeasuredRow",
-      "MeasuredRows", "read_measured_csv", "share_measured",
+      "MeasuredRows", "read_measured_csv", "share_measured", "ChannelGranularity", "padded_macs",
     ]
   )  # fmt: skip
   assert all(hasattr(hwcost, name) for name in hwcost.__all__)
