@@ -20,19 +20,53 @@ from qdarts.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-  dataset: Literal["digits", "synthetic"] = "digits"
+  """The ``data`` section: which dataset, where its files are, batch sizes, augmentation.
+
+  ``digits`` (scikit-learn's 8×8) and ``synthetic`` need no files. ``cifar10``, ``fashion_mnist``
+  and ``mnist`` are looked for in ``data_dir``, ``$QDARTS_DATA_DIR``, ``~/.cache/qdarts/datasets``
+  and Debian's ``/usr/share/datasets`` (see :mod:`qdarts.datasets.locate`).
+  """
+
+  dataset: Literal["digits", "synthetic", "cifar10", "fashion_mnist", "mnist"] = "digits"
   batch_size: int = 64  # per step, for the weight and the architecture halves
-  test_fraction: float = 0.2  # held-out share of the dataset, never seen by the search
+  # digits/synthetic: held-out share, never seen by the search (real datasets: official split)
+  test_fraction: float = 0.2
   eval_batch_size: int = 256
+  data_dir: str | None = None  # folder holding the dataset (or a parent: cifar10/, mnist/, …)
+  download: bool = False  # fetch the official files (SHA-256 checked) when not found
+  augment: bool | None = None  # crop + flip training batches; null: on for cifar10 only
+  augment_pad: int | None = None  # crop padding, pixels; null: 4 (cifar10), 2 (28×28), 1 (8×8)
+  augment_flip: bool | None = None  # null: flip cifar10 and fashion_mnist, not digits
+  subset: int | None = None  # use only the first N training samples (quick runs)
+  test_subset: int | None = None  # use only the first N test samples
+
+  def __post_init__(self):
+    for key in ("subset", "test_subset"):
+      value = getattr(self, key)
+      if value is not None and value < 1:
+        raise ConfigError(f"data.{key}: expected a positive integer or null, got {value!r}")
+    if self.augment_pad is not None and self.augment_pad < 0:
+      raise ConfigError(f"data.augment_pad: expected an integer >= 0, got {self.augment_pad!r}")
 
 
 @dataclass(frozen=True)
 class SpaceConfig:
-  name: Literal["tiny"] = "tiny"
-  stem_channels: int = 16
-  channels: tuple[int, ...] = (16, 24, 24, 32)
-  strides: tuple[int, ...] = (1, 2, 1, 1)
-  ops: tuple[str, ...] = ("conv3x3", "conv5x5", "dwsep3x3", "skip")
+  """The search space. ``name`` picks it; each space reads the fields marked for it."""
+
+  name: Literal["tiny", "mbconv", "chain", "darts"] = "tiny"
+  stem_channels: int = 16  # tiny, mbconv
+  channels: tuple[int, ...] = (16, 24, 24, 32)  # tiny: per choice layer; mbconv: per stage
+  strides: tuple[int, ...] = (1, 2, 1, 1)  # tiny: per choice layer; mbconv: first block per stage
+  ops: tuple[str, ...] = ("conv3x3", "conv5x5", "dwsep3x3", "skip")  # tiny candidates
+  repeats: tuple[int, ...] = ()  # mbconv: blocks per stage (empty: one each)
+  kernels: tuple[int, ...] = (3, 5, 7)  # mbconv: depthwise kernel candidates
+  expansions: tuple[int, ...] = (1, 3, 6)  # mbconv: expansion-ratio candidates
+  allow_skip: bool = True  # mbconv: skip a block where the shape allows
+  file: str | None = None  # chain: path to a space YAML (relative to the config file)
+  cells: int = 8  # darts: cells of the search network
+  init_channels: int = 16  # darts: channels of the first cell
+  nodes: int = 4  # darts: intermediate nodes per cell
+  partial_channels: int = 4  # darts: K, 1/K of the channels enter the mixed op (PC-DARTS)
 
 
 @dataclass(frozen=True)
@@ -90,6 +124,8 @@ class TrainConfig:
   lr: float = 1e-3
   momentum: float = 0.9
   weight_decay: float = 1e-4
+  cells: int = 20  # darts: cells of the derived network trained from scratch (paper: 20)
+  init_channels: int = 36  # darts: its first cell's channels (paper: 36 for CIFAR-10)
 
 
 @dataclass(frozen=True)
@@ -234,25 +270,19 @@ def _check_ranges(cfg: Config, where: str) -> None:
   d, s, q, se, c, t = cfg.data, cfg.space, cfg.quant, cfg.search, cfg.cost, cfg.train
   need(d.batch_size >= 1, "data.batch_size", "a positive integer", d.batch_size)
   need(0 < d.test_fraction < 1, "data.test_fraction", "a fraction in (0, 1)", d.test_fraction)
-  need(len(s.channels) >= 1, "space.channels", "at least one choice layer", list(s.channels))
-  need(
-    len(s.strides) == len(s.channels),
-    "space.strides",
-    f"{len(s.channels)} entries (one per channel entry)",
-    list(s.strides),
-  )
-  need(all(st in (1, 2) for st in s.strides), "space.strides", "strides of 1 or 2", list(s.strides))
-  need(
-    all(ch >= 1 for ch in (*s.channels, s.stem_channels)),
-    "space.channels",
-    "positive channel counts",
-    list(s.channels),
-  )
-  need(len(s.ops) >= 1, "space.ops", "a non-empty list of ops", list(s.ops))
-  from search_spaces.candidates import CANDIDATE_OPS  # noqa: PLC0415 (jax import, lazily)
-
-  for i, op in enumerate(s.ops):
-    need(op in CANDIDATE_OPS, f"space.ops[{i}]", "one of " + ", ".join(CANDIDATE_OPS), op)
+  if s.name in ("tiny", "mbconv"):
+    _check_chain_space(s, need)
+  if s.name == "chain":
+    need(s.file is not None, "space.file", "a space YAML path when space.name is chain", None)
+  if s.name == "darts":
+    for key in ("cells", "init_channels", "nodes", "partial_channels"):
+      need(getattr(s, key) >= 1, f"space.{key}", "a positive integer", getattr(s, key))
+    need(
+      s.init_channels % s.partial_channels == 0,
+      "space.init_channels",
+      f"a multiple of space.partial_channels ({s.partial_channels})",
+      s.init_channels,
+    )
   for key, bits in (("quant.w_bits", q.w_bits), ("quant.a_bits", q.a_bits)):
     need(len(bits) >= 1, key, "a non-empty list of bit-widths", list(bits))
     need(
@@ -295,6 +325,49 @@ def _check_ranges(cfg: Config, where: str) -> None:
   need(
     len(cfg.export.formats) >= 1, "export.formats", "at least one format", list(cfg.export.formats)
   )
+
+
+def _check_chain_space(s: SpaceConfig, need) -> None:
+  need(len(s.channels) >= 1, "space.channels", "at least one entry", list(s.channels))
+  need(
+    len(s.strides) == len(s.channels),
+    "space.strides",
+    f"{len(s.channels)} entries (one per channel entry)",
+    list(s.strides),
+  )
+  need(all(st in (1, 2) for st in s.strides), "space.strides", "strides of 1 or 2", list(s.strides))
+  need(
+    all(ch >= 1 for ch in (*s.channels, s.stem_channels)),
+    "space.channels",
+    "positive channel counts",
+    list(s.channels),
+  )
+  if s.name == "tiny":
+    need(len(s.ops) >= 1, "space.ops", "a non-empty list of ops", list(s.ops))
+    from search_spaces.candidates import CANDIDATE_OPS  # noqa: PLC0415 (jax import, lazily)
+
+    for i, op in enumerate(s.ops):
+      need(op in CANDIDATE_OPS, f"space.ops[{i}]", "one of " + ", ".join(CANDIDATE_OPS), op)
+  else:  # mbconv
+    need(
+      not s.repeats or len(s.repeats) == len(s.channels),
+      "space.repeats",
+      f"{len(s.channels)} entries (blocks per stage) or none",
+      list(s.repeats),
+    )
+    need(all(r >= 1 for r in s.repeats), "space.repeats", "positive counts", list(s.repeats))
+    need(
+      len(s.kernels) >= 1 and all(k in (3, 5, 7) for k in s.kernels),
+      "space.kernels",
+      "kernel sizes among 3, 5, 7",
+      list(s.kernels),
+    )
+    need(
+      len(s.expansions) >= 1 and all(e >= 1 for e in s.expansions),
+      "space.expansions",
+      "positive expansion ratios",
+      list(s.expansions),
+    )
 
 
 def config_to_dict(cfg: Config) -> dict:
