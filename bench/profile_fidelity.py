@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
   lut = LutCostModel(rows, fallback, name="onnxruntime-cpu")
 
   data, space, net, _, _ = space_layers(cfg)
-  x = np.asarray(data.x_weight[:256])
+  x = np.asarray(data.to_input(data.x_weight[:256]))
   net.calibrate(x)
   rng = np.random.default_rng(args.seed)
   mask = space.op_mask()

@@ -171,7 +171,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
   if dataclasses.is_dataclass(tp):
     if not isinstance(value, dict):
       raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
-    return _build(tp, value, where)
+    return build_section(tp, value, where)
   if origin is Literal:
     if value not in typing.get_args(tp):
       raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
@@ -201,7 +201,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
   raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _build(cls: type, raw: dict, where: str) -> Any:
+def build_section(cls: type, raw: dict, where: str) -> Any:
   hints = typing.get_type_hints(cls)
   names = [f.name for f in dataclasses.fields(cls)]
   for key in raw:
@@ -255,11 +255,28 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
   for o in overrides:
     _apply_override(raw, o)
   try:
-    cfg = _build(Config, raw, "")
+    cfg = build_section(Config, raw, "")
   except ConfigError as e:
     raise ConfigError(f"{path.name}: {e}") from None
   _check_ranges(cfg, path.name)
-  return cfg
+  return _resolve_space_file(cfg, path)
+
+
+def _resolve_space_file(cfg: Config, config_path: Path) -> Config:
+  """A relative ``space.file`` is read from the working directory, else beside the config file
+  (so a config and its space YAML travel together), else from the spaces shipped in
+  ``qdarts.configs.spaces``."""
+  file = cfg.space.file
+  if file is None or Path(file).is_absolute() or Path(file).exists():
+    return cfg
+  beside = config_path.parent / file
+  if not beside.exists():  # a space shipped with qdarts, e.g. example_chain.yaml
+    from importlib import resources  # noqa: PLC0415
+
+    beside = Path(str(resources.files("qdarts.configs.spaces") / Path(file).name))
+    if not beside.exists():
+      return cfg
+  return dataclasses.replace(cfg, space=dataclasses.replace(cfg.space, file=str(beside)))
 
 
 def _check_ranges(cfg: Config, where: str) -> None:

@@ -6,8 +6,12 @@ from pathlib import Path
 from flax import nnx
 
 from hwcost import CostModel, LayerSpec
+from qdarts.config import SpaceConfig, build_section
 from qdarts.errors import ConfigError
-from search_spaces import SPACES, Choice
+from qdarts.spaces import search_space
+from search_spaces import Choice
+
+CHAIN_SPACES = ("tiny", "mbconv", "chain")
 
 SUBNET_FORMAT = "qdarts.subnet/1"
 FIXED_BITS = 8
@@ -36,19 +40,22 @@ def read_subnet(path: Path) -> dict:
     raise ConfigError(f"{path}: not a readable JSON file ({e.__class__.__name__})") from e
   if not isinstance(doc, dict) or doc.get("format") != SUBNET_FORMAT:
     raise ConfigError(f"{path}: not a qdarts SubNet file (expected format {SUBNET_FORMAT!r})")
-  if doc.get("space") not in SPACES:
-    raise ConfigError(f"{path}: space: unknown space {doc.get('space')!r}")
+  if doc.get("space") not in CHAIN_SPACES:
+    raise ConfigError(
+      f"{path}: space: {doc.get('space')!r} is not a chain space this command costs "
+      f"(one of {', '.join(CHAIN_SPACES)})"
+    )
   missing = [k for k in _REQUIRED if k not in doc]
   if missing:
     raise ConfigError(
       f"{path}: missing field {missing[0]!r} (a SubNet file has {', '.join(_REQUIRED)})"
     )
-  ops = doc["space_config"].get("ops", []) if isinstance(doc["space_config"], dict) else []
-  for i, layer in enumerate(doc["layers"]):
-    op = layer.get("op") if isinstance(layer, dict) else None
-    if op not in ops:
-      raise ConfigError(f"{path}: layers[{i}].op: {op!r} is not one of the space's ops {ops}")
   try:
+    ops = _space(doc).op_names
+    for i, layer in enumerate(doc["layers"]):
+      op = layer.get("op") if isinstance(layer, dict) else None
+      if op not in ops:
+        raise ConfigError(f"{path}: layers[{i}].op: {op!r} is not one of the space's ops {ops}")
     subnet_layers(doc)
   except (KeyError, TypeError, ValueError, IndexError) as e:
     raise ConfigError(
@@ -59,27 +66,25 @@ def read_subnet(path: Path) -> dict:
 
 def subnet_layers(doc: dict) -> list[tuple[LayerSpec, int, int]]:
   """Every quantized layer of the SubNet with its (w_bits, a_bits), in execution order."""
-  sc = doc["space_config"]
-  space = SPACES[doc["space"]](
-    doc["input_shape"],
-    doc["num_classes"],
-    sc["stem_channels"],
-    sc["channels"],
-    sc["strides"],
-    sc["ops"],
-  )
+  space = _space(doc)
   choices = [
     Choice(layer["op"], layer["w_bits"] or FIXED_BITS, layer["a_bits"] or FIXED_BITS)
     for layer in doc["layers"]
   ]
   net = space.build(doc["w_bit_candidates"], doc["a_bit_candidates"], nnx.Rngs(0), choices)
   candidates = space.candidate_layers(net)
-  stem, head = space.fixed_layers(net)
+  stem, *rest = space.fixed_layers(net)  # the stem runs first, the other fixed layers last
   rows = [(stem, FIXED_BITS, FIXED_BITS)]
   for l, choice in enumerate(choices):
     for spec in candidates[l][space.op_names.index(choice.op)]:
       rows.append((spec, choice.w_bits, choice.a_bits))
-  return [*rows, (head, FIXED_BITS, FIXED_BITS)]
+  return [*rows, *((spec, FIXED_BITS, FIXED_BITS) for spec in rest)]
+
+
+def _space(doc: dict):
+  """The chain space a SubNet document was searched in, rebuilt from its ``space_config``."""
+  space_cfg = build_section(SpaceConfig, doc["space_config"], "space_config")
+  return search_space(space_cfg, doc["input_shape"], doc["num_classes"])
 
 
 def cost_rows(layers: list[tuple[LayerSpec, int, int]], model: CostModel) -> list[dict]:

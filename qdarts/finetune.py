@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from qdarts.config import TrainConfig
-from qdarts.data import Dataset, epoch_batches
+from qdarts.data import Dataset, InputSpec, epoch_batches
 from qdarts.steps import TrainState, make_predict, make_weight_step, weight_optimizer
 from quant import QScale
 
@@ -50,15 +50,16 @@ def finetune(
   tx = weight_optimizer(
     cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * steps_per_epoch
   )
-  step = make_weight_step(subnet_apply(graphdef), tx)
+  step = make_weight_step(subnet_apply(graphdef), tx, data.input_spec)
   train = TrainState(params, tx.init(params))
   root = jax.random.fold_in(jax.random.key(seed), 2)
-  tau, key, history = jnp.float32(1.0), jax.random.key(0), []
+  tau, key, history = jnp.float32(1.0), jax.random.fold_in(jax.random.key(seed), 3), []
   for epoch in range(cfg.epochs):
     idx = epoch_batches(len(y), batch_size, jax.random.fold_in(root, epoch))
     metrics = []
     for i in range(steps_per_epoch):
-      train, m = step(train, None, x[idx[i]], y[idx[i]], key, tau)
+      step_key = jax.random.fold_in(key, epoch * steps_per_epoch + i)  # augmentation draws
+      train, m = step(train, None, x[idx[i]], y[idx[i]], step_key, tau)
       metrics.append(m)
     stacked = jax.device_get(metrics)
     row = {"epoch": epoch + 1, **{k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}}
@@ -69,10 +70,16 @@ def finetune(
   return nnx.merge(graphdef, scales, weights), history
 
 
-def predict_logits(subnet: nnx.Module, x: jax.Array, batch_size: int = 256) -> np.ndarray:
-  """Fake-quant logits ``(N, K)`` of ``x``, in fixed-size batches (the last one padded)."""
+def predict_logits(
+  subnet: nnx.Module, x: jax.Array, batch_size: int = 256, input_spec: InputSpec | None = None
+) -> np.ndarray:
+  """Fake-quant logits ``(N, K)`` of ``x``, in fixed-size batches (the last one padded).
+
+  ``x`` is uint8 images converted by ``input_spec`` (never augmented), or, without a spec,
+  the float network input.
+  """
   graphdef, params = split_subnet(subnet)
-  predict = make_predict(subnet_apply(graphdef))
+  predict = make_predict(subnet_apply(graphdef), input_spec)
   n = len(x)
   pad = (-n) % batch_size
   xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x

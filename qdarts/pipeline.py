@@ -28,6 +28,7 @@ from qdarts.finetune import accuracy, finetune, predict_logits
 from qdarts.objective import CostObjective, build_objective, check_metrics, peak_act_table
 from qdarts.run_dir import atomic_write_json, atomic_write_text, file_digest
 from qdarts.search import run_search
+from qdarts.spaces import search_space
 from qdarts.supernet import (
   ChoiceMasks,
   Supernet,
@@ -37,7 +38,7 @@ from qdarts.supernet import (
   split_supernet,
 )
 from qdarts.targets import memory_budgets, resolve_target
-from search_spaces import SPACES, Choice, SearchSpace
+from search_spaces import Choice, NotAChain, SearchSpace
 
 CALIBRATION_BATCH = 256
 FIXED_BITS = 8  # stem and classifier of every space
@@ -82,10 +83,7 @@ class Setup:
 
 def build_space(cfg: Config, data: Dataset) -> tuple[SearchSpace, nnx.Module]:
   """The config's search space for ``data``'s shapes, and its supernet network."""
-  s = cfg.space
-  space = SPACES[s.name](
-    data.input_shape, data.num_classes, s.stem_channels, s.channels, s.strides, s.ops
-  )
+  space = search_space(cfg.space, data.input_shape, data.num_classes)
   return space, space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
 
 
@@ -225,17 +223,23 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   reporter.finish("fine-tune", f"fake-quant test accuracy {accuracies['fake_quant']:.4f}")
 
   t0 = time.perf_counter()
-  accuracies.update(_export_and_verify(setup, subnet, run_dir, fq_logits))
+  try:
+    accuracies.update(_export_and_verify(setup, subnet, run_dir, fq_logits))
+    export_skipped = None
+    summary = (
+      f"ONNX Runtime test accuracy {accuracies['onnx_runtime']:.4f} (agrees with fake-quant "
+      f"on {accuracies['prediction_agreement']:.2%} of samples)"
+    )
+  except NotAChain as err:  # residual adds, cells: the chain exporter cannot write them yet
+    export_skipped = f"ONNX export skipped: {err}"
+    summary = export_skipped
   timings["export_s"] = time.perf_counter() - t0
-  reporter.finish(
-    "export",
-    f"ONNX Runtime test accuracy {accuracies['onnx_runtime']:.4f} (agrees with fake-quant "
-    f"on {accuracies['prediction_agreement']:.2%} of samples)",
-  )
+  reporter.finish("export", summary)
 
   result = _result_document(
     setup, choices, costs, objective, accuracies, timings, history, train_history
   )
+  result["export_skipped"] = export_skipped
   if writer is not None:
     for name, value in (*accuracies.items(), *costs["total"].items()):
       writer.add_scalar(f"final/{name}", value, 0)
@@ -244,6 +248,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   result["artifacts"] = [
     file_digest(run_dir / name)
     for name in ("config.yaml", "subnet.json", "model.onnx", "report.md")
+    if (run_dir / name).exists()
   ]
   atomic_write_json(run_dir / "result.json", result)
   return result
@@ -291,7 +296,7 @@ def _result_document(
 def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[dict], CostObjective]:
   """Calibrates the quantizers, runs the bilevel search, returns the trained supernet."""
   cfg = setup.cfg
-  setup.supernet.net.calibrate(setup.data.x_weight[:CALIBRATION_BATCH])
+  setup.supernet.net.calibrate(setup.data.to_input(setup.data.x_weight[:CALIBRATION_BATCH]))
   graphdef, groups = split_supernet(setup.supernet)
   reporter.start("search", cfg.search.epochs)
   on_epoch = _epoch_logger("search", reporter, writer)
@@ -327,11 +332,11 @@ def _finetune(
   cfg, space, data = setup.cfg, setup.space, setup.data
   subnet = space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed), choices)
   subnet.inherit(supernet.net, choices, space.op_names)
-  inherited = accuracy(predict_logits(subnet, data.x_test), data.y_test)
+  inherited = accuracy(predict_logits(subnet, data.x_test, input_spec=data.eval_spec), data.y_test)
   reporter.start("fine-tune", cfg.train.epochs)
   on_epoch = _epoch_logger("fine-tune", reporter, writer)
   subnet, history = finetune(subnet, data, cfg.train, cfg.data.batch_size, cfg.seed, on_epoch)
-  logits = predict_logits(subnet, data.x_test)
+  logits = predict_logits(subnet, data.x_test, input_spec=data.eval_spec)
   accuracies = {"inherited_fake_quant": inherited, "fake_quant": accuracy(logits, data.y_test)}
   return subnet, logits, accuracies, history
 
@@ -345,11 +350,13 @@ def _export_and_verify(
     "dataset": data.name,
     "config": setup.cfg.name,
     "target": setup.cost_model.name,
+    **data.eval_spec.metadata(),  # what the float input is: pixels/255 (see qdarts.datasets)
   }
   chain = chain_from_subnet(
     subnet.quantized_layers(setup.space.op_names), data.input_shape, data.num_classes, metadata
   )
-  onnx_logits = run_onnx(export_onnx(chain, run_dir / "model.onnx"), np.asarray(data.x_test))
+  onnx_input = np.asarray(data.to_input(data.x_test))
+  onnx_logits = run_onnx(export_onnx(chain, run_dir / "model.onnx"), onnx_input)
   onnx_acc = accuracy(onnx_logits, data.y_test)
   fq_acc = accuracy(fq_logits, data.y_test)
   return {

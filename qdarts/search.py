@@ -74,8 +74,8 @@ def run_search(
     TrainState(w_params, w_tx.init(w_params)),
     TrainState(a_params, a_tx.init(a_params)),
   )
-  weight_step = make_weight_step(make_supernet_apply(graphdef, se.sampler), w_tx)
-  arch_step = make_arch_step(graphdef, se.sampler, a_tx, cfg.cost.dual_lr)
+  weight_step = make_weight_step(make_supernet_apply(graphdef, se.sampler), w_tx, data.input_spec)
+  arch_step = make_arch_step(graphdef, se.sampler, a_tx, cfg.cost.dual_lr, data.input_spec)
   logits_of = jax.jit(lambda w, a: masked_logits(merge_supernet(graphdef, Groups(*w, *a))))
   cost_of = jax.jit(lambda obj, logits: obj.costs(expected_probs(logits))[0])
 

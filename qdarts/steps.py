@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from qdarts.datasets import InputSpec, prepare_batch, to_network_input
 from qdarts.objective import CostObjective, one_hot_argmax
 from qdarts.relaxation import Sampler, expected_probs, sample_probs
 from qdarts.supernet import Groups, masked_logits, merge_supernet
@@ -64,15 +65,21 @@ def arch_optimizer(lr: float, weight_decay: float) -> optax.GradientTransformati
   return optax.adamw(lr, b1=0.5, b2=0.999, weight_decay=weight_decay)
 
 
-def make_weight_step(apply_fn: Callable, tx: optax.GradientTransformation) -> Callable:
+def make_weight_step(
+  apply_fn: Callable, tx: optax.GradientTransformation, input_spec: InputSpec | None = None
+) -> Callable:
   """Builds ``step(train, frozen, x, y, key, tau) -> (train, metrics)``.
 
   Args:
     apply_fn: ``apply_fn((weights, scales), frozen, x, key, tau) -> logits``.
     tx: optimizer over ``(weights, scales)``.
+    input_spec: ``x`` is a uint8 batch, converted (and augmented) in the step with a key
+      derived from ``key``; None: ``x`` is already the float input.
   """
 
   def step(train: TrainState, frozen, x, y, key, tau):
+    x = prepare_batch(x, key, input_spec)
+
     def loss_fn(params):
       return cross_entropy(apply_fn(params, frozen, x, key, tau), y)
 
@@ -103,16 +110,20 @@ def make_arch_step(
   sampler: Sampler,
   tx: optax.GradientTransformation,
   dual_lr: float,
+  input_spec: InputSpec | None = None,
 ) -> Callable:
   """Builds ``step(train, frozen, objective, x, y, key, tau) -> (train, objective, metrics)``.
 
   ``train.params`` is ``(arch, prec)``; ``frozen`` is ``(weights, scales)``. The loss is
   CE(net(x, sampled probs), y) + Σ_k penalty_k(E[C_k]), with E[C_k] under the categorical
   distributions softmax(α), softmax(β), softmax(γ) (see :mod:`qdarts.objective`). Budget terms
-  then take one dual-ascent step on the exact cost of the current argmax SubNet.
+  then take one dual-ascent step on the exact cost of the current argmax SubNet. With
+  ``input_spec``, ``x`` is a uint8 batch converted (and augmented) in the step.
   """
 
   def step(train: TrainState, frozen, objective: CostObjective, x, y, key, tau):
+    x = prepare_batch(x, key, input_spec)
+
     def loss_fn(params):
       arch, prec = params
       weights, scales = frozen
@@ -137,7 +148,15 @@ def make_arch_step(
   return jax.jit(step)
 
 
-def make_predict(apply_fn: Callable) -> Callable:
-  """Jitted ``predict(params, frozen, x) -> logits`` (no sampling noise: key and τ fixed)."""
+def make_predict(apply_fn: Callable, input_spec: InputSpec | None = None) -> Callable:
+  """Jitted ``predict(params, frozen, x) -> logits`` (no sampling noise: key and τ fixed).
+
+  With ``input_spec``, ``x`` is a uint8 batch, converted in the step and never augmented.
+  """
   key, tau = jax.random.key(0), jnp.float32(1.0)
-  return jax.jit(lambda params, frozen, x: apply_fn(params, frozen, x, key, tau))
+
+  def predict(params, frozen, x):
+    x = x if input_spec is None else to_network_input(x, input_spec)
+    return apply_fn(params, frozen, x, key, tau)
+
+  return jax.jit(predict)

@@ -18,7 +18,7 @@ def search_and_derive(quickstart_path, overrides):
   """Searches (no fine-tuning) and returns the argmax SubNet's choices and the setup."""
   cfg = load_config(quickstart_path, overrides)
   setup = pipeline.prepare(cfg)
-  setup.supernet.net.calibrate(setup.data.x_weight[:128])
+  setup.supernet.net.calibrate(setup.data.to_input(setup.data.x_weight[:128]))
   graphdef, groups = split_supernet(setup.supernet)
   outcome = run_search(cfg, setup.data, graphdef, groups, setup.objective)
   logits = jax.device_get(masked_logits(merge_supernet(graphdef, outcome.groups)))

@@ -1,0 +1,1 @@
+"""Example user-declared search spaces (YAML), installed as ``qdarts.configs.spaces``."""
