@@ -49,6 +49,12 @@ def add_search_parser(subparsers) -> None:
     help="run folder (default: runs/<config-name>-<timestamp>/ under the current directory)",
   )
   p.add_argument(
+    "--distributed",
+    action="store_true",
+    help="join a multi-host run first (jax.distributed.initialize; coordinator and process ids "
+    "from the cluster environment); batches are split over every device of every host",
+  )
+  p.add_argument(
     "--data-dir",
     default=None,
     help="folder holding the dataset files (overrides data.data_dir; default: "
@@ -87,6 +93,10 @@ def run_search(args) -> int:
   from qdarts.progress import RichReporter  # noqa: PLC0415
   from qdarts.run_dir import new_run_dir  # noqa: PLC0415
 
+  if args.distributed:
+    from qdarts.parallel import initialize_distributed  # noqa: PLC0415
+
+    initialize_distributed()
   path, overrides = _config_path(args.config, args.overrides)
   cfg = load_config(path, overrides)
   if args.data_dir is not None:

@@ -13,11 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from qdarts.config import Config
 from qdarts.data import Dataset, epoch_batches
 from qdarts.derive import argmax_selection, selection_costs
 from qdarts.objective import CostObjective
+from qdarts.parallel import check_batch_divides, data_mesh, replicate, shard_batch
 from qdarts.relaxation import expected_probs, temperature
 from qdarts.steps import (
   TrainState,
@@ -57,8 +59,16 @@ def run_search(
   groups: Groups,
   objective: CostObjective,
   on_epoch: EpochCallback | None = None,
+  mesh: Mesh | None = None,
 ) -> SearchOutcome:
-  """Runs ``cfg.search.epochs`` epochs and returns the final groups and the history."""
+  """Runs ``cfg.search.epochs`` epochs and returns the final groups and the history.
+
+  With several devices (or an explicit ``mesh``), each batch is split over the mesh's ``data``
+  axis and the parameter groups, optimizer states and objective are replicated: data
+  parallelism, with the gradient all-reduce inserted by ``jax.jit``.
+  """
+  if mesh is None and jax.device_count() > 1:
+    mesh = data_mesh()
   se, bs = cfg.search, cfg.data.batch_size
   steps_per_epoch = min(len(data.y_weight), len(data.y_arch)) // bs
   w_tx = weight_optimizer(
@@ -74,6 +84,10 @@ def run_search(
     TrainState(w_params, w_tx.init(w_params)),
     TrainState(a_params, a_tx.init(a_params)),
   )
+  if mesh is not None:
+    check_batch_divides(bs, mesh)
+    wtrain, atrain, objective = replicate((wtrain, atrain, objective), mesh)
+  place = (lambda x: x) if mesh is None else (lambda x: shard_batch(x, mesh))
   weight_step = make_weight_step(make_supernet_apply(graphdef, se.sampler), w_tx, data.input_spec)
   arch_step = make_arch_step(graphdef, se.sampler, a_tx, cfg.cost.dual_lr, data.input_spec)
   logits_of = jax.jit(lambda w, a: masked_logits(merge_supernet(graphdef, Groups(*w, *a))))
@@ -91,13 +105,11 @@ def run_search(
     for i in range(steps_per_epoch):
       k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
       if epoch >= se.warmup_epochs:
-        atrain, objective, m = arch_step(
-          atrain, wtrain.params, objective, data.x_arch[a_idx[i]], data.y_arch[a_idx[i]], k_a, tau
-        )
+        x, y = place(data.x_arch[a_idx[i]]), place(data.y_arch[a_idx[i]])
+        atrain, objective, m = arch_step(atrain, wtrain.params, objective, x, y, k_a, tau)
         a_metrics.append(m)
-      wtrain, m = weight_step(
-        wtrain, atrain.params, data.x_weight[w_idx[i]], data.y_weight[w_idx[i]], k_w, tau
-      )
+      x, y = place(data.x_weight[w_idx[i]]), place(data.y_weight[w_idx[i]])
+      wtrain, m = weight_step(wtrain, atrain.params, x, y, k_w, tau)
       w_metrics.append(m)
     logits = logits_of(wtrain.params, atrain.params)
     row = {
