@@ -87,13 +87,16 @@ def build_space(cfg: Config, data: Dataset) -> tuple[SearchSpace, nnx.Module]:
   return space, space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
 
 
-def prepare(cfg: Config) -> Setup:
-  """Loads the target and data, builds the space, supernet and cost tables (no disk writes)."""
+def prepare(cfg: Config, data: Dataset | None = None) -> Setup:
+  """Loads the target and data, builds the space, supernet and cost tables (no disk writes).
+
+  ``data``: an already loaded dataset (benchmarks, tests); default: ``cfg.data``'s.
+  """
   cost_model = resolve_target(cfg.cost.target)
   budgets = memory_budgets(cost_model)
   terms = with_memory_terms(cfg.cost.resolved_terms(), budgets, cost_model)
   check_metrics(terms, cost_model)  # before the slower steps
-  data = load_dataset(cfg.data, cfg.seed)
+  data = load_dataset(cfg.data, cfg.seed) if data is None else data
   space, net = build_space(cfg, data)
   candidate_layers, fixed_layers = space.candidate_layers(net), space.fixed_layers(net)
   additive = tuple(m for m in cost_model.metrics if m != "act_bytes")
