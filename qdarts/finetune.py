@@ -9,30 +9,53 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from qdarts.config import TrainConfig
 from qdarts.data import Dataset, InputSpec, epoch_batches
-from qdarts.steps import TrainState, make_predict, make_weight_step, weight_optimizer
+from qdarts.datasets import prepare_batch
+from qdarts.steps import (
+  TrainState,
+  apply_weight_grads,
+  cross_entropy,
+  make_predict,
+  weight_optimizer,
+)
 from quant import QScale
 
 EpochCallback = Callable[[int, dict], None]
 
 
-def subnet_apply(graphdef: nnx.GraphDef) -> Callable:
-  """``apply_fn((weights, scales), frozen, x, key, tau)`` of a fixed SubNet (no sampling)."""
-
-  def apply_fn(params, frozen, x, key, tau):
-    del frozen, key, tau
-    weights, scales = params
-    return nnx.merge(graphdef, scales, weights)(x)
-
-  return apply_fn
+def split_subnet(subnet: nnx.Module) -> tuple[nnx.GraphDef, tuple, nnx.State]:
+  """``graphdef, (weights, scales), stats``: stats is every other variable (BatchNorm running
+  statistics), empty for the chain spaces."""
+  graphdef, scales, weights, stats = nnx.split(subnet, QScale, nnx.Param, ...)
+  return graphdef, (weights, scales), stats
 
 
-def split_subnet(subnet: nnx.Module) -> tuple[nnx.GraphDef, tuple]:
-  graphdef, scales, weights = nnx.split(subnet, QScale, nnx.Param)
-  return graphdef, (weights, scales)
+def make_subnet_step(
+  graphdef: nnx.GraphDef, tx: optax.GradientTransformation, input_spec: InputSpec | None
+) -> Callable:
+  """Jitted ``step(train, stats, x, y, key) -> (train, stats, metrics)`` of a fixed SubNet.
+
+  ``x`` is a uint8 batch, converted and augmented in the step (key from ``key``); the forward
+  pass in training mode updates ``stats`` (running statistics), returned for the next step.
+  """
+
+  def step(train: TrainState, stats, x, y, key):
+    x = prepare_batch(x, key, input_spec)
+
+    def loss_fn(params):
+      weights, scales = params
+      model = nnx.merge(graphdef, scales, weights, stats)
+      loss, acc = cross_entropy(model(x), y)
+      return loss, (acc, split_subnet(model)[2])
+
+    (loss, (acc, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
+    return apply_weight_grads(tx, train, grads), new_stats, {"loss": loss, "acc": acc}
+
+  return jax.jit(step)
 
 
 def finetune(
@@ -43,23 +66,25 @@ def finetune(
   seed: int,
   on_epoch: EpochCallback | None = None,
 ) -> tuple[nnx.Module, list[dict]]:
-  """Trains ``subnet`` for ``cfg.epochs`` epochs; returns the trained module and history."""
-  graphdef, params = split_subnet(subnet)
+  """Trains ``subnet`` (in training mode) for ``cfg.epochs`` epochs; returns the trained module
+  and the per-epoch history."""
+  subnet.train()  # BatchNorm: batch statistics, running ones updated
+  graphdef, params, stats = split_subnet(subnet)
   x, y = data.x_train, data.y_train
   steps_per_epoch = len(y) // batch_size
   tx = weight_optimizer(
     cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.epochs * steps_per_epoch
   )
-  step = make_weight_step(subnet_apply(graphdef), tx, data.input_spec)
+  step = make_subnet_step(graphdef, tx, data.input_spec)
   train = TrainState(params, tx.init(params))
   root = jax.random.fold_in(jax.random.key(seed), 2)
-  tau, key, history = jnp.float32(1.0), jax.random.fold_in(jax.random.key(seed), 3), []
+  key, history = jax.random.fold_in(jax.random.key(seed), 3), []
   for epoch in range(cfg.epochs):
     idx = epoch_batches(len(y), batch_size, jax.random.fold_in(root, epoch))
     metrics = []
     for i in range(steps_per_epoch):
       step_key = jax.random.fold_in(key, epoch * steps_per_epoch + i)  # augmentation draws
-      train, m = step(train, None, x[idx[i]], y[idx[i]], step_key, tau)
+      train, stats, m = step(train, stats, x[idx[i]], y[idx[i]], step_key)
       metrics.append(m)
     stacked = jax.device_get(metrics)
     row = {"epoch": epoch + 1, **{k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}}
@@ -67,23 +92,31 @@ def finetune(
     if on_epoch:
       on_epoch(epoch, row)
   weights, scales = train.params
-  return nnx.merge(graphdef, scales, weights), history
+  return nnx.merge(graphdef, scales, weights, stats), history
 
 
 def predict_logits(
   subnet: nnx.Module, x: jax.Array, batch_size: int = 256, input_spec: InputSpec | None = None
 ) -> np.ndarray:
-  """Fake-quant logits ``(N, K)`` of ``x``, in fixed-size batches (the last one padded).
+  """Fake-quant logits ``(N, K)`` of ``x`` in evaluation mode (BatchNorm: running statistics),
+  in fixed-size batches (the last one padded).
 
   ``x`` is uint8 images converted by ``input_spec`` (never augmented), or, without a spec,
   the float network input.
   """
-  graphdef, params = split_subnet(subnet)
-  predict = make_predict(subnet_apply(graphdef), input_spec)
+  subnet.eval()
+  graphdef, params, stats = split_subnet(subnet)
+
+  def apply_fn(params, stats, x, key, tau):
+    del key, tau
+    weights, scales = params
+    return nnx.merge(graphdef, scales, weights, stats)(x)
+
+  predict = make_predict(apply_fn, input_spec)
   n = len(x)
   pad = (-n) % batch_size
   xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-  out = [predict(params, None, xp[i : i + batch_size]) for i in range(0, n + pad, batch_size)]
+  out = [predict(params, stats, xp[i : i + batch_size]) for i in range(0, n + pad, batch_size)]
   return np.asarray(jnp.concatenate(out))[:n]
 
 

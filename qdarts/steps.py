@@ -84,12 +84,17 @@ def make_weight_step(
       return cross_entropy(apply_fn(params, frozen, x, key, tau), y)
 
     (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
-    updates, opt_state = tx.update(grads, train.opt_state, train.params)
-    weights, scales = optax.apply_updates(train.params, updates)
-    scales = jax.tree.map(lambda s: jnp.maximum(s, MIN_STEP), scales)
-    return TrainState((weights, scales), opt_state), {"loss": loss, "acc": acc}
+    return apply_weight_grads(tx, train, grads), {"loss": loss, "acc": acc}
 
   return jax.jit(step)
+
+
+def apply_weight_grads(tx: optax.GradientTransformation, train: TrainState, grads) -> TrainState:
+  """One optimizer update of ``(weights, scales)``; LSQ steps are kept ≥ ``MIN_STEP``."""
+  updates, opt_state = tx.update(grads, train.opt_state, train.params)
+  weights, scales = optax.apply_updates(train.params, updates)
+  scales = jax.tree.map(lambda s: jnp.maximum(s, MIN_STEP), scales)
+  return TrainState((weights, scales), opt_state)
 
 
 def make_supernet_apply(graphdef: nnx.GraphDef, sampler: Sampler) -> Callable:
