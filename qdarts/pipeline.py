@@ -23,6 +23,7 @@ from qdarts.data import Dataset, load_dataset
 from qdarts.derive import choices_from_selection, derive_within_budgets, subnet_costs
 from qdarts.errors import ConfigError
 from qdarts.export import export_onnx, run_onnx
+from qdarts.export.chain_file import save_chain
 from qdarts.export.from_subnet import chain_from_subnet
 from qdarts.finetune import accuracy, finetune, predict_logits
 from qdarts.objective import CostObjective, build_objective, check_metrics, peak_act_table
@@ -250,7 +251,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   atomic_write_text(run_dir / "report.md", report.render_markdown(result, subnet_doc))
   result["artifacts"] = [
     file_digest(run_dir / name)
-    for name in ("config.yaml", "subnet.json", "model.onnx", "report.md")
+    for name in ("config.yaml", "subnet.json", "subnet.npz", "model.onnx", "report.md")
     if (run_dir / name).exists()
   ]
   atomic_write_json(run_dir / "result.json", result)
@@ -358,6 +359,7 @@ def _export_and_verify(
   chain = chain_from_subnet(
     subnet.quantized_layers(setup.space.op_names), data.input_shape, data.num_classes, metadata
   )
+  save_chain(chain, run_dir / "subnet.npz")  # what `qdarts export` rebuilds every format from
   onnx_input = np.asarray(data.to_input(data.x_test))
   onnx_logits = run_onnx(export_onnx(chain, run_dir / "model.onnx"), onnx_input)
   onnx_acc = accuracy(onnx_logits, data.y_test)

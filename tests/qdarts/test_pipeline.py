@@ -16,7 +16,8 @@ from search_spaces import Choice, TinySpace
 
 def test_run_folder_holds_every_artifact(finished_run):
   run_dir, result = finished_run
-  for name in ("config.yaml", "subnet.json", "model.onnx", "report.md", "result.json"):
+  names = ("config.yaml", "subnet.json", "subnet.npz", "model.onnx", "report.md", "result.json")
+  for name in names:
     assert (run_dir / name).stat().st_size > 0, name
   assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
   on_disk = json.loads((run_dir / "result.json").read_text())
@@ -24,6 +25,18 @@ def test_run_folder_holds_every_artifact(finished_run):
   listed = {a["path"]: a for a in on_disk["artifacts"]}
   assert listed["model.onnx"]["bytes"] == (run_dir / "model.onnx").stat().st_size
   assert len(listed["model.onnx"]["sha256"]) == 64
+  assert set(listed) == set(names) - {"result.json"}
+
+
+def test_saved_subnet_rebuilds_the_exported_model(finished_run, tmp_path):
+  from qdarts.export import export_onnx, run_onnx
+  from qdarts.export.chain_file import load_chain
+
+  run_dir, _ = finished_run
+  chain = load_chain(run_dir / "subnet.npz")
+  rebuilt = export_onnx(chain, tmp_path / "model.onnx")
+  x = np.random.default_rng(0).uniform(0, 1, (16, *chain.input_shape)).astype(np.float32)
+  np.testing.assert_array_equal(run_onnx(rebuilt, x), run_onnx(run_dir / "model.onnx", x))
 
 
 def test_subnet_json_costs_add_up(finished_run):
