@@ -7,6 +7,7 @@ traceback.
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -294,6 +295,34 @@ def run_import_table(args) -> int:
   return 0
 
 
+def add_eval_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "eval",
+    help="accuracy and latency of an exported model in its runtime",
+    description="Runs an exported model (.onnx in ONNX Runtime) on the test split of the "
+    "dataset recorded in its metadata and prints its accuracy and median latency per sample.",
+  )
+  p.add_argument("model", type=Path, help="the exported model, e.g. runs/NAME/model.onnx")
+  p.add_argument("--dataset", default=None, help="another dataset (default: the model's)")
+  p.add_argument("--data-dir", default=None, help="where the dataset files are")
+  p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+  p.set_defaults(func=run_eval)
+
+
+def run_eval(args) -> int:
+  from qdarts.evaluate import evaluate  # noqa: PLC0415
+
+  result = evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir)
+  if args.json:
+    print(json.dumps(result))
+    return 0
+  print(f"model: {result['model']} ({result['runtime']})")
+  print(f"dataset: {result['dataset']} ({result['samples']} test samples)")
+  print(f"accuracy: {result['accuracy']:.4f}")
+  print(f"latency: {result['latency_ms_median']:.3f} ms per sample (median, batch 1)")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(
     prog="qdarts",
@@ -309,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
   add_targets_parser(sub)
   add_validate_target_parser(sub)
   add_import_table_parser(sub)
+  add_eval_parser(sub)
   args = parser.parse_args(argv)
   if args.command is None:
     parser.print_help()

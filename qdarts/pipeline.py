@@ -4,6 +4,7 @@ Everything that can fail on bad input (config, target, dataset, space) runs in
 :func:`prepare`, before the run folder exists, so a rejected run leaves nothing on disk.
 """
 
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -355,6 +356,7 @@ def _export_and_verify(
     "config": setup.cfg.name,
     "target": setup.cost_model.name,
     **data.eval_spec.metadata(),  # what the float input is: pixels/255 (see qdarts.datasets)
+    "data": data_metadata(setup.cfg),  # how `qdarts eval` rebuilds the same test split
   }
   chain = chain_from_subnet(
     subnet.quantized_layers(setup.space.op_names), data.input_shape, data.num_classes, metadata
@@ -369,6 +371,12 @@ def _export_and_verify(
     "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),
     "onnx_minus_fake_quant_pp": 100 * (onnx_acc - fq_acc),
   }
+
+
+def data_metadata(cfg: Config) -> str:
+  """The ``data`` section and seed as JSON, without the machine-specific ``data_dir``."""
+  section = {k: v for k, v in config_to_dict(cfg)["data"].items() if k != "data_dir"}
+  return json.dumps({**section, "seed": cfg.seed})
 
 
 def _term_records(objective: CostObjective, totals: dict) -> list[dict]:
