@@ -4,6 +4,14 @@
 int32 rounding of biases and float summation order.
 """
 
+from qdarts.export.c_export import export_c
+from qdarts.export.integer_model import (
+  IntegerChain,
+  integer_forward,
+  integer_trace,
+  quantize_input,
+  to_integer_chain,
+)
 from qdarts.export.ir import (
   QConv,
   QGlobalAvgPool,
@@ -17,6 +25,7 @@ from qdarts.export.ir import (
 from qdarts.export.onnx import build_model, export_onnx, run_onnx
 
 __all__ = [
+  "IntegerChain",
   "QConv",
   "QGlobalAvgPool",
   "QLinear",
@@ -24,8 +33,13 @@ __all__ = [
   "bias_codes",
   "bias_scale",
   "build_model",
+  "export_c",
   "export_onnx",
+  "integer_forward",
+  "integer_trace",
+  "quantize_input",
   "reference_forward",
   "run_onnx",
+  "to_integer_chain",
   "validate_chain",
 ]
