@@ -295,6 +295,37 @@ def run_import_table(args) -> int:
   return 0
 
 
+def add_export_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "export",
+    help="write a run's SubNet as ONNX, TFLite and/or C, each checked against the integer model",
+    description="Rebuilds the deployable models of a run folder from its subnet.npz, runs each "
+    "in its runtime on test inputs and compares it with the integer reference; records sizes, "
+    "SHA-256 and the agreement in result.json.",
+  )
+  p.add_argument("run", type=Path, help="a run folder of `qdarts search`")
+  p.add_argument("--format", default="all", help="onnx, tflite, c, a comma list, or all")
+  p.add_argument("--data-dir", default=None, help="where the dataset files are")
+  p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+  from qdarts.export.formats import export_run, parse_formats  # noqa: PLC0415
+
+  results = export_run(args.run, parse_formats(args.format), args.data_dir)
+  for fmt, r in results.items():
+    if not r["verified"]:
+      print(f"{fmt}: {args.run / r['path']} (not verified: {r['why']})")
+      continue
+    exact = "" if "bit_exact" not in r else f", bit-exact: {r['bit_exact']}"
+    print(
+      f"{fmt}: {args.run / r['path']} — agrees with the integer model on "
+      f"{r['prediction_agreement']:.2%} of {r['samples']} test inputs, max logit gap "
+      f"{r['max_logit_diff_lsb']:.1f} LSB{exact}"
+    )
+  return 0
+
+
 def add_eval_parser(subparsers) -> None:
   p = subparsers.add_parser(
     "eval",
@@ -338,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
   add_targets_parser(sub)
   add_validate_target_parser(sub)
   add_import_table_parser(sub)
+  add_export_parser(sub)
   add_eval_parser(sub)
   args = parser.parse_args(argv)
   if args.command is None:

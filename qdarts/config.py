@@ -130,7 +130,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-  formats: tuple[Literal["onnx"], ...] = ("onnx",)
+  # model.onnx is always written; tflite (pip install 'qdarts[tflite]') and c (a folder with
+  # model.h/.c, the C runtime and a manifest) on request; each is verified against the
+  # integer model
+  formats: tuple[Literal["onnx", "tflite", "c"], ...] = ("onnx", "c")
 
 
 @dataclass(frozen=True)

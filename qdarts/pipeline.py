@@ -25,6 +25,7 @@ from qdarts.derive import choices_from_selection, derive_within_budgets, subnet_
 from qdarts.errors import ConfigError
 from qdarts.export import export_onnx, run_onnx
 from qdarts.export.chain_file import save_chain
+from qdarts.export.formats import export_and_verify
 from qdarts.export.from_subnet import chain_from_subnet
 from qdarts.finetune import accuracy, finetune, predict_logits
 from qdarts.objective import CostObjective, build_objective, check_metrics, peak_act_table
@@ -43,6 +44,7 @@ from qdarts.targets import memory_budgets, resolve_target
 from search_spaces import Choice, NotAChain, SearchSpace
 
 CALIBRATION_BATCH = 256
+VERIFY_BATCH = 256  # test inputs each exported artifact is checked on
 FIXED_BITS = 8  # stem and classifier of every space
 
 
@@ -228,8 +230,10 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   reporter.finish("fine-tune", f"fake-quant test accuracy {accuracies['fake_quant']:.4f}")
 
   t0 = time.perf_counter()
+  verification = {}
   try:
-    accuracies.update(_export_and_verify(setup, subnet, run_dir, fq_logits))
+    exported, verification = _export_and_verify(setup, subnet, run_dir, fq_logits)
+    accuracies.update(exported)
     export_skipped = None
     summary = (
       f"ONNX Runtime test accuracy {accuracies['onnx_runtime']:.4f} (agrees with fake-quant "
@@ -245,16 +249,13 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
     setup, choices, costs, objective, accuracies, timings, history, train_history
   )
   result["export_skipped"] = export_skipped
+  result["export_verification"] = verification
   if writer is not None:
     for name, value in (*accuracies.items(), *costs["total"].items()):
       writer.add_scalar(f"final/{name}", value, 0)
     writer.flush()
   atomic_write_text(run_dir / "report.md", report.render_markdown(result, subnet_doc))
-  result["artifacts"] = [
-    file_digest(run_dir / name)
-    for name in ("config.yaml", "subnet.json", "subnet.npz", "model.onnx", "report.md")
-    if (run_dir / name).exists()
-  ]
+  result["artifacts"] = run_artifacts(run_dir)
   atomic_write_json(run_dir / "result.json", result)
   return result
 
@@ -348,8 +349,10 @@ def _finetune(
 
 def _export_and_verify(
   setup: Setup, subnet: nnx.Module, run_dir: Path, fq_logits: np.ndarray
-) -> dict:
-  """Writes model.onnx and runs it in ONNX Runtime on the test split."""
+) -> tuple[dict, dict]:
+  """Writes subnet.npz and model.onnx, runs the model in ONNX Runtime on the test split, and
+  writes and verifies every configured format. Returns the accuracies and the verification
+  records of :func:`~qdarts.export.formats.export_and_verify`."""
   data = setup.data
   metadata = {
     "dataset": data.name,
@@ -366,11 +369,26 @@ def _export_and_verify(
   onnx_logits = run_onnx(export_onnx(chain, run_dir / "model.onnx"), onnx_input)
   onnx_acc = accuracy(onnx_logits, data.y_test)
   fq_acc = accuracy(fq_logits, data.y_test)
-  return {
+  # every configured format, run in its runtime and checked against the integer model
+  verification = export_and_verify(
+    chain, run_dir, setup.cfg.export.formats, onnx_input[:VERIFY_BATCH]
+  )
+  accuracies = {
     "onnx_runtime": onnx_acc,
     "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),
     "onnx_minus_fake_quant_pp": 100 * (onnx_acc - fq_acc),
   }
+  return accuracies, verification
+
+
+def run_artifacts(run_dir: Path) -> list[dict]:
+  """Path, size and SHA-256 of every file the run wrote (result.json and events/ aside)."""
+  files = sorted(
+    p
+    for p in run_dir.rglob("*")
+    if p.is_file() and p.name != "result.json" and "events" not in p.relative_to(run_dir).parts
+  )
+  return [{**file_digest(p), "path": str(p.relative_to(run_dir))} for p in files]
 
 
 def data_metadata(cfg: Config) -> str:

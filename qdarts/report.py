@@ -56,6 +56,7 @@ def render_markdown(result: dict, subnet: dict) -> str:
     )
   for fixed in subnet["fixed_layers"]:
     lines.append(f"| {fixed['name']} (fixed) | — | 8 | 8 | — | {_fmt(fixed['cost'][metric])} |")
+  lines += _verification_lines(result.get("export_verification") or {})
   lines += [
     "",
     "## Search",
@@ -75,9 +76,34 @@ def render_markdown(result: dict, subnet: dict) -> str:
     "",
     "- `config.yaml`: the resolved config of this run",
     "- `subnet.json`: the derived SubNet, per-layer bits and exact costs",
+    "- `subnet.npz`: the quantized SubNet `qdarts export` rebuilds every format from",
     "- `model.onnx`: the integer QDQ model (opset 21; input NCHW float in [0, 1])",
+    "- `model.tflite`, `c/`: the LiteRT model and the C export, where configured",
     "- `result.json`: every number above, machine-readable",
     "- `events/`: TensorBoard event files (`tensorboard --logdir events`)",
     "",
   ]
   return "\n".join(lines)
+
+
+def _verification_lines(verification: dict) -> list[str]:
+  """Each exported artifact against the integer reference model, on test inputs."""
+  if not verification:
+    return []
+  lines = [
+    "",
+    "## Exported models against the integer reference",
+    "",
+    "| format | file | equal predictions | largest logit gap (LSB) | bit-exact |",
+    "|---|---|---|---|---|",
+  ]
+  for fmt, r in verification.items():
+    if not r.get("verified"):
+      lines.append(f"| {fmt} | `{r['path']}` | not verified: {r.get('why')} | — | — |")
+      continue
+    exact = {True: "yes", False: "no"}.get(r.get("bit_exact"), "—")
+    lines.append(
+      f"| {fmt} | `{r['path']}` | {r['prediction_agreement']:.2%} of {r['samples']} | "
+      f"{r['max_logit_diff_lsb']:.1f} | {exact} |"
+    )
+  return lines

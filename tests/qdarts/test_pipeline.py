@@ -125,3 +125,16 @@ def test_costs_say_where_they_come_from(finished_run, quickstart_path, tiny_over
   )
   assert any(p.startswith("measured:exact") for p in costs["provenance"]), costs["provenance"]
   assert 0 < costs["measured_latency_share"] < 1
+
+
+def test_search_verifies_every_format_against_the_integer_model(finished_run):
+  import shutil
+
+  run_dir, result = finished_run
+  checks = result["export_verification"]
+  assert set(checks) == {"onnx", "c"}  # the default export.formats
+  assert checks["onnx"]["prediction_agreement"] >= 0.99
+  if shutil.which("cc") or shutil.which("gcc"):
+    assert checks["c"]["bit_exact"] is True
+  assert "## Exported models against the integer reference" in (run_dir / "report.md").read_text()
+  assert (run_dir / "c" / "manifest.json").exists()

@@ -1,0 +1,172 @@
+"""Every deployable format of a run's SubNet, each checked against the integer reference.
+
+``qdarts export RUN --format onnx|tflite|c|all`` and the last stage of ``qdarts search`` call
+:func:`export_and_verify`: it writes each format into the run folder (atomically) and runs the
+written artifact on a batch of test inputs in its own runtime — ONNX Runtime, LiteRT, the C
+reference compiled with the system compiler — and compares it with
+:func:`~qdarts.export.integer_model.integer_forward`, the project's integer ground truth:
+equal predictions, and the largest logit difference in units of the output's integer step.
+"""
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from qdarts.errors import ConfigError
+from qdarts.export.c_export import build_c_runner, export_c, find_c_compiler, run_c_runner
+from qdarts.export.integer_model import (
+  IntegerChain,
+  integer_forward,
+  integer_trace,
+  quantize_input,
+  to_integer_chain,
+)
+from qdarts.export.ir import QuantizedChain
+from qdarts.export.onnx import export_onnx, run_onnx
+
+FORMATS = ("onnx", "tflite", "c")
+ARTIFACT = {"onnx": "model.onnx", "tflite": "model.tflite", "c": "c"}
+
+
+def _verify_onnx(path: Path, ichain: IntegerChain, x: np.ndarray) -> dict:
+  return _compare(run_onnx(path, x), integer_forward(ichain, x), ichain)
+
+
+def _verify_tflite(path: Path, ichain: IntegerChain, x: np.ndarray) -> dict:
+  from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (LiteRT is an optional extra)
+
+  return _compare(run_tflite(path, x), integer_forward(ichain, x), ichain)
+
+
+def _verify_c(path: Path, ichain: IntegerChain, x: np.ndarray) -> dict:
+  if find_c_compiler() is None:
+    return {"verified": False, "why": "no C compiler on this machine"}
+  codes = quantize_input(ichain, x)
+  with tempfile.TemporaryDirectory(prefix="qdarts_c_") as tmp:
+    out = run_c_runner(build_c_runner(path, Path(tmp) / "runner"), codes)
+  expected = integer_trace(ichain, x).accumulators
+  record = _compare(out.logits, integer_forward(ichain, x), ichain)
+  record["bit_exact"] = bool(np.array_equal(out.accumulators, expected))
+  return record
+
+
+def _compare(logits: np.ndarray, reference: np.ndarray, ichain: IntegerChain) -> dict:
+  """Prediction agreement and the largest logit gap in output steps (int32 accumulator LSBs)."""
+  step = np.asarray(ichain.layers[-1].logit_scale, np.float64)
+  gap = np.abs(np.asarray(logits, np.float64) - reference) / step
+  return {
+    "verified": True,
+    "samples": int(len(logits)),
+    "prediction_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+    "max_logit_diff_lsb": float(gap.max()),
+  }
+
+
+_WRITERS: dict[str, Callable[[QuantizedChain, Path], object]] = {
+  "onnx": export_onnx,
+  "c": lambda chain, path: export_c(chain, path),
+}
+_VERIFIERS = {"onnx": _verify_onnx, "tflite": _verify_tflite, "c": _verify_c}
+
+
+def _write_tflite(chain: QuantizedChain, path: Path):
+  try:
+    from qdarts.export.tflite import export_tflite  # noqa: PLC0415
+  except ImportError as e:
+    raise ConfigError(
+      f"--format tflite needs LiteRT: pip install 'qdarts[tflite]' ({e.name} is missing)"
+    ) from None
+  return export_tflite(chain, path)
+
+
+_WRITERS["tflite"] = _write_tflite
+
+
+def parse_formats(spec: str) -> tuple[str, ...]:
+  """``"all"`` or a comma-separated list of ``FORMATS``."""
+  formats = FORMATS if spec == "all" else tuple(f.strip() for f in spec.split(","))
+  unknown = [f for f in formats if f not in FORMATS]
+  if unknown or not formats:
+    raise ConfigError(
+      f"--format: {unknown[0] if unknown else spec!r} is not one of {', '.join(FORMATS)}, all"
+    )
+  return formats
+
+
+def export_and_verify(
+  chain: QuantizedChain, out_dir: Path, formats, x_verify: np.ndarray
+) -> dict[str, dict]:
+  """Writes each format into ``out_dir`` and checks it on ``x_verify`` (``(N, H, W, C)`` float
+  network inputs) against the integer reference.
+
+  Returns:
+    ``{format: {"path", "verified", "samples", "prediction_agreement", "max_logit_diff_lsb",
+    ...}}``.
+
+  Raises:
+    ConfigError: a format cannot express this SubNet (named), or its runtime is missing.
+  """
+  ichain = to_integer_chain(chain)
+  results = {}
+  for fmt in formats:
+    path = Path(out_dir) / ARTIFACT[fmt]
+    try:
+      _WRITERS[fmt](chain, path)
+    except ValueError as e:  # the chain breaks a rule of this format (the message names it)
+      raise ConfigError(f"--format {fmt}: {e}") from None
+    results[fmt] = {"path": ARTIFACT[fmt], **_VERIFIERS[fmt](path, ichain, x_verify)}
+  return results
+
+
+def verification_inputs(chain: QuantizedChain, data_dir: str | None, n: int = 256) -> np.ndarray:
+  """The first ``n`` test inputs of the dataset recorded in the chain's metadata (float NHWC)."""
+  from qdarts.data import load_dataset  # noqa: PLC0415 (JAX)
+  from qdarts.evaluate import data_config_of  # noqa: PLC0415
+
+  cfg, seed = data_config_of(dict(chain.metadata), Path("subnet.npz"))
+  if data_dir is not None:
+    cfg = type(cfg)(**{**cfg.__dict__, "data_dir": data_dir})
+  data = load_dataset(cfg, seed)
+  return np.asarray(data.to_input(data.x_test[:n]), np.float32)
+
+
+def export_run(run_dir: str | Path, formats, data_dir: str | None = None) -> dict[str, dict]:
+  """``qdarts export``: every format of ``run_dir/subnet.npz``, verified, and recorded in the
+  run's ``result.json`` (artifacts with size and SHA-256, and ``export_verification``).
+
+  Raises:
+    ConfigError: not a run folder with a SubNet, or a format cannot be written (named).
+  """
+  from qdarts.export.chain_file import load_chain  # noqa: PLC0415
+  from qdarts.run_dir import atomic_write_json, file_digest  # noqa: PLC0415
+
+  run_dir = Path(run_dir)
+  if not run_dir.is_dir():
+    raise ConfigError(f"{run_dir}: not a folder (give a run folder of `qdarts search`)")
+  if not (run_dir / "subnet.npz").exists():
+    raise ConfigError(
+      f"{run_dir}: no exportable SubNet (subnet.npz is missing: not a finished qdarts run, or "
+      "its SubNet is not a chain)"
+    )
+  chain = load_chain(run_dir / "subnet.npz")
+  results = export_and_verify(chain, run_dir, formats, verification_inputs(chain, data_dir))
+  result_path = run_dir / "result.json"
+  if result_path.exists():
+    import json  # noqa: PLC0415
+
+    result = json.loads(result_path.read_text())
+    artifacts = {a["path"]: a for a in result.get("artifacts", [])}
+    for record in results.values():
+      path = run_dir / record["path"]
+      files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+      for f in files:
+        artifacts[str(f.relative_to(run_dir))] = {
+          **file_digest(f),
+          "path": str(f.relative_to(run_dir)),
+        }
+    result["artifacts"] = list(artifacts.values())
+    result["export_verification"] = {**result.get("export_verification", {}), **results}
+    atomic_write_json(result_path, result)
+  return results
