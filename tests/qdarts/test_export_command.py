@@ -1,5 +1,6 @@
 """`qdarts export RUN --format ...`: every format rebuilt from the run, verified, recorded."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,7 +24,9 @@ def test_export_onnx_and_c_verified_against_the_integer_model(
 ):
   run = tmp_path / "run"
   shutil.copytree(finished_run[0], run)
-  proc = _export(run, "--format", "onnx,c", cache=compilation_cache_dir)
+  litert = importlib.util.find_spec("ai_edge_litert") is not None
+  formats = "all" if litert else "onnx,c"
+  proc = _export(run, "--format", formats, cache=compilation_cache_dir)
   assert proc.returncode == 0, proc.stderr
   assert "onnx:" in proc.stdout and "c:" in proc.stdout
   result = json.loads((run / "result.json").read_text())
@@ -31,6 +34,9 @@ def test_export_onnx_and_c_verified_against_the_integer_model(
   assert checks["onnx"]["prediction_agreement"] >= 0.99
   if shutil.which("cc") or shutil.which("gcc"):
     assert checks["c"]["bit_exact"] is True and checks["c"]["prediction_agreement"] == 1.0
+  if litert:  # LiteRT's int8 logits within 1 code of the integer model's, same predictions
+    assert checks["tflite"]["max_logit_diff_lsb"] <= 1.0
+    assert checks["tflite"]["prediction_agreement"] >= 0.99
   listed = {a["path"]: a for a in result["artifacts"]}
   assert {"c/model.c", "c/model.h", "c/manifest.json", "model.onnx"} <= set(listed)
   assert listed["c/model.c"]["bytes"] == (run / "c" / "model.c").stat().st_size
