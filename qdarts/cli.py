@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from qdarts.errors import ConfigError, QdartsError
+from qdarts.errors import ConfigError, QdartsError, SearchInterrupted
 
 QUICKSTART = "quickstart.yaml"
 
@@ -48,6 +48,13 @@ def add_search_parser(subparsers) -> None:
     type=Path,
     default=None,
     help="run folder (default: runs/<config-name>-<timestamp>/ under the current directory)",
+  )
+  p.add_argument(
+    "--resume",
+    type=Path,
+    default=None,
+    metavar="RUN",
+    help="continue an interrupted run from its newest checkpoint (its own config)",
   )
   p.add_argument(
     "--distributed",
@@ -88,6 +95,20 @@ def _enable_compilation_cache() -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+def _resumable_run(args):
+  """``--resume RUN``: the run's own config, and the run folder to continue in."""
+  from qdarts.config import load_config  # noqa: PLC0415
+
+  run_dir = args.resume
+  if args.config is not None or args.overrides or args.out is not None:
+    raise ConfigError("--resume RUN takes no config, overrides or --out: the run's own are used")
+  if not (run_dir / "config.yaml").is_file():
+    raise ConfigError(f"--resume {run_dir}: not a run folder (no config.yaml)")
+  if (run_dir / "result.json").exists():
+    raise ConfigError(f"--resume {run_dir}: the run is finished (result.json exists)")
+  return run_dir / "config.yaml", load_config(run_dir / "config.yaml"), run_dir
+
+
 def run_search(args) -> int:
   from qdarts import pipeline  # noqa: PLC0415 (imports jax)
   from qdarts.config import load_config  # noqa: PLC0415
@@ -98,8 +119,11 @@ def run_search(args) -> int:
     from qdarts.parallel import initialize_distributed  # noqa: PLC0415
 
     initialize_distributed()
-  path, overrides = _config_path(args.config, args.overrides)
-  cfg = load_config(path, overrides)
+  if args.resume is not None:
+    path, cfg, run_dir = _resumable_run(args)
+  else:
+    path, overrides = _config_path(args.config, args.overrides)
+    cfg = load_config(path, overrides)
   if args.data_dir is not None:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=args.data_dir))
   if not args.no_cache:
@@ -107,13 +131,14 @@ def run_search(args) -> int:
   reporter = RichReporter()
   reporter.console.print(f"[bold]qdarts search[/] {path} ({cfg.name})")
   setup = pipeline.prepare(cfg)  # everything that can reject the input, before any write
-  if args.out is not None and args.out.exists() and any(args.out.iterdir()):
-    raise ConfigError(f"--out {args.out}: folder exists and is not empty; choose a new one")
-  run_dir = new_run_dir(args.out, cfg.name)
+  if args.resume is None:
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+      raise ConfigError(f"--out {args.out}: folder exists and is not empty; choose a new one")
+    run_dir = new_run_dir(args.out, cfg.name)
   from tensorboardX import SummaryWriter  # noqa: PLC0415
 
   with SummaryWriter(str(run_dir / "events")) as writer, reporter:
-    result = pipeline.run(setup, run_dir, reporter, writer)
+    result = pipeline.run(setup, run_dir, reporter, writer, resume=args.resume is not None)
   reporter.summary(result, run_dir)
   return 0
 
@@ -379,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     return args.func(args)
+  except SearchInterrupted as e:
+    print(f"qdarts: {e}", file=sys.stderr)
+    return 130
   except (QdartsError, CostTableError) as e:
     if args.debug:
       raise

@@ -88,6 +88,9 @@ class SearchConfig:
   weight_decay: float = 3e-4
   arch_lr: float = 3e-3  # Adam (op and bit logits)
   arch_weight_decay: float = 1e-3
+  checkpoint_every: int = 100  # steps between checkpoints (0: only at the end of each epoch)
+  keep_checkpoints: int = 3  # the newest K are kept
+  max_skipped_steps: int = 10  # consecutive non-finite steps before the search stops
 
 
 CostMetric = Literal["bops", "latency_ms", "energy_uj", "flash_bytes", "peak_act_bytes"]
@@ -340,6 +343,9 @@ def _check_ranges(cfg: Config, where: str) -> None:
       term.budget,
     )
   need(c.dual_lr > 0, "cost.dual_lr", "a positive number", c.dual_lr)
+  for key, low in (("checkpoint_every", 0), ("keep_checkpoints", 1), ("max_skipped_steps", 1)):
+    value = getattr(se, key)
+    need(value >= low, f"search.{key}", f"an integer >= {low}", value)
   need(t.epochs >= 0, "train.epochs", "an integer >= 0", t.epochs)
   need(t.lr > 0, "train.lr", "a positive number", t.lr)
   need(

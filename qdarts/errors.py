@@ -11,3 +11,11 @@ class ConfigError(QdartsError):
 
 class DataError(QdartsError):
   """A dataset cannot be found or read."""
+
+
+class SearchInterrupted(QdartsError):
+  """SIGINT: the search stopped at a step boundary after writing a checkpoint."""
+
+
+class NonFiniteSearch(QdartsError):
+  """Too many consecutive steps with a non-finite loss or gradient."""

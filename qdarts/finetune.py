@@ -17,8 +17,10 @@ from qdarts.data import Dataset, InputSpec, epoch_batches
 from qdarts.datasets import prepare_batch
 from qdarts.steps import (
   TrainState,
+  all_finite,
   apply_weight_grads,
   cross_entropy,
+  keep_if_not,
   make_predict,
   weight_optimizer,
 )
@@ -53,7 +55,11 @@ def make_subnet_step(
       return loss, (acc, split_subnet(model)[2])
 
     (loss, (acc, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
-    return apply_weight_grads(tx, train, grads), new_stats, {"loss": loss, "acc": acc}
+    finite = all_finite(loss, grads)  # a non-finite step changes nothing
+    train, stats = keep_if_not(
+      finite, (apply_weight_grads(tx, train, grads), new_stats), (train, stats)
+    )
+    return train, stats, {"loss": loss, "acc": acc, "skipped": 1.0 - finite.astype(jnp.float32)}
 
   return jax.jit(step)
 

@@ -19,6 +19,7 @@ from flax import nnx
 
 from hwcost import CostModel, CostTables, build_cost_tables
 from qdarts import report
+from qdarts.checkpoint import latest_checkpoint
 from qdarts.config import Config, CostTerm, config_to_dict
 from qdarts.data import Dataset, load_dataset
 from qdarts.derive import choices_from_selection, derive_within_budgets, subnet_costs
@@ -203,8 +204,17 @@ def _epoch_logger(stage: str, reporter: Reporter, writer) -> Callable[[int, dict
   return on_epoch
 
 
-def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=None) -> dict:
+def run(
+  setup: Setup,
+  run_dir: Path,
+  reporter: Reporter | None = None,
+  writer=None,
+  resume: bool = False,
+) -> dict:
   """Runs search → derive → fine-tune → export → verify → report in ``run_dir``.
+
+  The search checkpoints into ``run_dir/checkpoints``; ``resume`` continues from the newest
+  one (the later stages are deterministic and rerun).
 
   Each stage writes its artifact atomically as soon as it is done. Returns the result dict
   also written to ``result.json``.
@@ -215,7 +225,7 @@ def run(setup: Setup, run_dir: Path, reporter: Reporter | None = None, writer=No
   atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
   t0 = time.perf_counter()
-  supernet, history, objective = _search(setup, reporter, writer)
+  supernet, history, objective = _search(setup, reporter, writer, run_dir, resume)
   timings["search_s"] = time.perf_counter() - t0
   reporter.finish("search", f"{timings['search_s']:.1f} s")
 
@@ -299,14 +309,28 @@ def _result_document(
   }
 
 
-def _search(setup: Setup, reporter: Reporter, writer) -> tuple[Supernet, list[dict], CostObjective]:
-  """Calibrates the quantizers, runs the bilevel search, returns the trained supernet."""
+def _search(
+  setup: Setup, reporter: Reporter, writer, run_dir: Path, resume: bool
+) -> tuple[Supernet, list[dict], CostObjective]:
+  """Calibrates the quantizers, runs the bilevel search (from the run's newest checkpoint when
+  ``resume``), returns the trained supernet."""
   cfg = setup.cfg
   setup.supernet.net.calibrate(setup.data.to_input(setup.data.x_weight[:CALIBRATION_BATCH]))
   graphdef, groups = split_supernet(setup.supernet)
+  checkpoints = run_dir / "checkpoints"
+  resume_from = latest_checkpoint(checkpoints) if resume else None
   reporter.start("search", cfg.search.epochs)
   on_epoch = _epoch_logger("search", reporter, writer)
-  outcome = run_search(cfg, setup.data, graphdef, groups, setup.objective, on_epoch)
+  outcome = run_search(
+    cfg,
+    setup.data,
+    graphdef,
+    groups,
+    setup.objective,
+    on_epoch,
+    checkpoint_dir=checkpoints,
+    resume_from=resume_from,
+  )
   return merge_supernet(graphdef, outcome.groups), outcome.history, outcome.objective
 
 
@@ -382,11 +406,14 @@ def _export_and_verify(
 
 
 def run_artifacts(run_dir: Path) -> list[dict]:
-  """Path, size and SHA-256 of every file the run wrote (result.json and events/ aside)."""
+  """Path, size and SHA-256 of every file the run wrote (result.json, events/ and
+  checkpoints/ aside)."""
   files = sorted(
     p
     for p in run_dir.rglob("*")
-    if p.is_file() and p.name != "result.json" and "events" not in p.relative_to(run_dir).parts
+    if p.is_file()
+    and p.name != "result.json"
+    and not {"events", "checkpoints"} & set(p.relative_to(run_dir).parts)
   )
   return [{**file_digest(p), "path": str(p.relative_to(run_dir))} for p in files]
 

@@ -8,6 +8,7 @@ and are averaged once per epoch.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +16,15 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from qdarts.checkpoint import (
+  NonFiniteSearch,
+  Position,
+  SearchInterrupted,
+  StopRequest,
+  latest_checkpoint,
+  load_checkpoint,
+  save_checkpoint,
+)
 from qdarts.config import Config
 from qdarts.data import Dataset, epoch_batches
 from qdarts.derive import argmax_selection, selection_costs
@@ -60,8 +70,17 @@ def run_search(
   objective: CostObjective,
   on_epoch: EpochCallback | None = None,
   mesh: Mesh | None = None,
+  checkpoint_dir: Path | None = None,
+  resume_from: Path | None = None,
 ) -> SearchOutcome:
   """Runs ``cfg.search.epochs`` epochs and returns the final groups and the history.
+
+  With ``checkpoint_dir``, the whole search state is saved every ``search.checkpoint_every``
+  steps and at the end of every epoch (:mod:`qdarts.checkpoint`); ``resume_from`` continues
+  from such a checkpoint and ends exactly as the uninterrupted search would. SIGINT stops at
+  the next step boundary with a checkpoint (:class:`~qdarts.checkpoint.SearchInterrupted`). A
+  step with a non-finite loss or gradient changes nothing; ``search.max_skipped_steps`` of them
+  in a row stop the search (:class:`~qdarts.checkpoint.NonFiniteSearch`).
 
   With several devices (or an explicit ``mesh``), each batch is split over the mesh's ``data``
   axis and the parameter groups, optimizer states and objective are replicated: data
@@ -95,39 +114,81 @@ def run_search(
 
   root = jax.random.key(cfg.seed)
   data_key, step_key = jax.random.fold_in(root, 0), jax.random.fold_in(root, 1)
-  history = []
-  for epoch in range(se.epochs):
-    tau = jnp.float32(temperature(epoch, se.warmup_epochs, se.epochs, se.tau_start, se.tau_end))
-    ek = jax.random.fold_in(data_key, epoch)
-    w_idx = epoch_batches(len(data.y_weight), bs, jax.random.fold_in(ek, 0))
-    a_idx = epoch_batches(len(data.y_arch), bs, jax.random.fold_in(ek, 1))
-    w_metrics, a_metrics = [], []
-    for i in range(steps_per_epoch):
-      k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
-      if epoch >= se.warmup_epochs:
-        x, y = place(data.x_arch[a_idx[i]]), place(data.y_arch[a_idx[i]])
-        atrain, objective, m = arch_step(atrain, wtrain.params, objective, x, y, k_a, tau)
-        a_metrics.append(m)
-      x, y = place(data.x_weight[w_idx[i]]), place(data.y_weight[w_idx[i]])
-      wtrain, m = weight_step(wtrain, atrain.params, x, y, k_w, tau)
-      w_metrics.append(m)
-    logits = logits_of(wtrain.params, atrain.params)
-    row = {
-      "epoch": epoch + 1,
-      "tau": float(tau),
-      **_mean(w_metrics),
-      **_mean(a_metrics),
-      "expected_cost": float(cost_of(objective, logits)),
-      "argmax_cost": argmax_cost(objective, logits),
-    }
-    history.append(row)
-    if on_epoch:
-      on_epoch(epoch, row)
+  position = Position()
+  if resume_from is not None:
+    (wtrain, atrain, objective), position = load_checkpoint(
+      resume_from, (wtrain, atrain, objective)
+    )
+    if mesh is not None:
+      wtrain, atrain, objective = replicate((wtrain, atrain, objective), mesh)
+  history = list(position.history)
+
+  def checkpoint(epoch: int, step: int, w_metrics: list, a_metrics: list) -> Path | None:
+    if checkpoint_dir is None:
+      return None
+    partial = {"weight": jax.device_get(w_metrics), "arch": jax.device_get(a_metrics)}
+    partial = jax.tree.map(float, partial)
+    pos = Position(epoch, step, partial, history)
+    return save_checkpoint(checkpoint_dir, (wtrain, atrain, objective), pos, se.keep_checkpoints)
+
+  skipped_in_a_row = 0
+  with StopRequest() as stop:
+    for epoch in range(position.epoch, se.epochs):
+      tau = jnp.float32(temperature(epoch, se.warmup_epochs, se.epochs, se.tau_start, se.tau_end))
+      ek = jax.random.fold_in(data_key, epoch)
+      w_idx = epoch_batches(len(data.y_weight), bs, jax.random.fold_in(ek, 0))
+      a_idx = epoch_batches(len(data.y_arch), bs, jax.random.fold_in(ek, 1))
+      resumed = epoch == position.epoch
+      w_metrics = list(position.partial_metrics["weight"]) if resumed else []
+      a_metrics = list(position.partial_metrics["arch"]) if resumed else []
+      for i in range(position.step if resumed else 0, steps_per_epoch):
+        k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
+        skipped = 0.0
+        if epoch >= se.warmup_epochs:
+          x, y = place(data.x_arch[a_idx[i]]), place(data.y_arch[a_idx[i]])
+          atrain, objective, m = arch_step(atrain, wtrain.params, objective, x, y, k_a, tau)
+          a_metrics.append(m)
+          skipped += float(m["arch_skipped"])
+        x, y = place(data.x_weight[w_idx[i]]), place(data.y_weight[w_idx[i]])
+        wtrain, m = weight_step(wtrain, atrain.params, x, y, k_w, tau)
+        w_metrics.append(m)
+        skipped += float(m["skipped"])
+        skipped_in_a_row = skipped_in_a_row + 1 if skipped else 0
+        if skipped_in_a_row >= se.max_skipped_steps:
+          last = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+          raise NonFiniteSearch(
+            f"search: the loss or its gradients were not finite in {skipped_in_a_row} "
+            f"consecutive steps (epoch {epoch + 1}, step {i + 1}); stopped with the parameters "
+            f"of the last finite step. Last checkpoint: {last or 'none'}. Lower "
+            "search.weight_lr / search.arch_lr, or check the data"
+          )
+        done = i + 1
+        if stop.requested:
+          path = checkpoint(epoch, done, w_metrics, a_metrics)
+          raise SearchInterrupted(
+            f"interrupted at epoch {epoch + 1}, step {done}; checkpoint {path}"
+            + (f"; resume with: qdarts search --resume {checkpoint_dir.parent}" if path else "")
+          )
+        if se.checkpoint_every and done % se.checkpoint_every == 0 and done < steps_per_epoch:
+          checkpoint(epoch, done, w_metrics, a_metrics)
+      logits = logits_of(wtrain.params, atrain.params)
+      row = {
+        "epoch": epoch + 1,
+        "tau": float(tau),
+        **_mean(w_metrics),
+        **_mean(a_metrics),
+        "expected_cost": float(cost_of(objective, logits)),
+        "argmax_cost": argmax_cost(objective, logits),
+      }
+      history.append(row)
+      checkpoint(epoch + 1, 0, [], [])
+      if on_epoch:
+        on_epoch(epoch, row)
   return SearchOutcome(Groups(*wtrain.params, *atrain.params), history, objective)
 
 
 def _mean(metrics: list[dict]) -> dict:
   if not metrics:
     return {}
-  stacked = jax.device_get(metrics)
-  return {k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}
+  stacked = jax.device_get(metrics)  # float64 means: restored metrics are Python floats
+  return {k: float(np.mean([float(m[k]) for m in stacked])) for k in stacked[0]}

@@ -70,6 +70,9 @@ def make_weight_step(
 ) -> Callable:
   """Builds ``step(train, frozen, x, y, key, tau) -> (train, metrics)``.
 
+  A step whose loss or gradients are not finite changes nothing (``metrics["skipped"]`` is 1):
+  one poisoned batch cannot put NaN into the weights or the optimizer state.
+
   Args:
     apply_fn: ``apply_fn((weights, scales), frozen, x, key, tau) -> logits``.
     tx: optimizer over ``(weights, scales)``.
@@ -84,9 +87,21 @@ def make_weight_step(
       return cross_entropy(apply_fn(params, frozen, x, key, tau), y)
 
     (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
-    return apply_weight_grads(tx, train, grads), {"loss": loss, "acc": acc}
+    finite = all_finite(loss, grads)
+    updated = keep_if_not(finite, apply_weight_grads(tx, train, grads), train)
+    return updated, {"loss": loss, "acc": acc, "skipped": 1.0 - finite.astype(jnp.float32)}
 
   return jax.jit(step)
+
+
+def all_finite(*trees) -> jax.Array:
+  """Scalar bool: every element of every leaf is finite."""
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(trees)]))
+
+
+def keep_if_not(ok: jax.Array, new, old):
+  """``new`` where ``ok``, else ``old`` (a skipped step leaves every array as it was)."""
+  return jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
 
 
 def apply_weight_grads(tx: optax.GradientTransformation, train: TrainState, grads) -> TrainState:
@@ -143,12 +158,24 @@ def make_arch_step(
     (loss, (ce, acc, costs, exact)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
     updates, opt_state = tx.update(grads, train.opt_state, train.params)
     params = optax.apply_updates(train.params, updates)
-    objective = objective.dual_update(exact, jnp.float32(dual_lr))
-    metrics = {"arch_loss": loss, "arch_ce": ce, "arch_acc": acc, "expected_cost": costs[0]}
+    finite = all_finite(loss, grads)
+    new_train, new_objective = keep_if_not(
+      finite,
+      (TrainState(params, opt_state), objective.dual_update(exact, jnp.float32(dual_lr))),
+      (train, objective),
+    )
+    objective = new_objective
+    metrics = {
+      "arch_loss": loss,
+      "arch_ce": ce,
+      "arch_acc": acc,
+      "expected_cost": costs[0],
+      "arch_skipped": 1.0 - finite.astype(jnp.float32),
+    }
     for k, form in enumerate(objective.forms):
       if form == "budget":
         metrics[f"lambda_{objective.metrics[k]}"] = objective.weight[k]
-    return TrainState(params, opt_state), objective, metrics
+    return new_train, objective, metrics
 
   return jax.jit(step)
 
