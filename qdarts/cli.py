@@ -379,6 +379,112 @@ def run_eval(args) -> int:
   return 0
 
 
+def add_report_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "report",
+    help="redraw a run's plots and rewrite report.md and report.html",
+    description="Rewrites plots/*.png, report.md and the self-contained report.html of a "
+    "finished run from its result.json, subnet.json and probs_history.npz (no JAX, no data).",
+  )
+  p.add_argument("run", type=Path, help="a run folder of `qdarts search`")
+  p.set_defaults(func=run_report)
+
+
+def run_report(args) -> int:
+  from qdarts.report import regenerate_report  # noqa: PLC0415 (matplotlib)
+
+  for path in regenerate_report(args.run):
+    print(path)
+  return 0
+
+
+def add_inspect_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "inspect",
+    help="print a run's SubNet, its costs and accuracies, and where each artifact is",
+    description="Prints the derived SubNet of a finished run (op, bits, P(op), cost per "
+    "choice point), its exact costs, budgets, accuracies and the path of every artifact.",
+  )
+  p.add_argument("run", type=Path, help="a run folder of `qdarts search`")
+  p.add_argument("--json", action="store_true", help="print the same as one JSON document")
+  p.set_defaults(func=run_inspect)
+
+
+def run_inspect(args) -> int:
+  from qdarts.inspect_run import describe_run, format_run  # noqa: PLC0415
+
+  desc = describe_run(args.run)
+  print(json.dumps(desc, indent=2) if args.json else format_run(desc))
+  return 0
+
+
+def add_sweep_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "sweep",
+    help="one search per value of a config key, and the Pareto front of accuracy against cost",
+    description="Runs the whole pipeline once per value of each --over key (several --over: "
+    "every combination), one run folder each under the sweep folder, then writes sweep.json, "
+    "pareto.png (test accuracy against the exact cost of each derived SubNet) and "
+    "sweep.md/sweep.html. Runs go one after another; with several devices each uses all.",
+    epilog="example: qdarts sweep configs/quickstart.yaml --over cost.weight=0,0.1,0.3,1",
+  )
+  p.add_argument(
+    "config",
+    nargs="?",
+    default=None,
+    help="YAML config file (default: the packaged configs/quickstart.yaml)",
+  )
+  p.add_argument(
+    "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides common to every run"
+  )
+  p.add_argument(
+    "--over",
+    action="append",
+    required=True,
+    metavar="KEY=V1,V2,...",
+    help="a config key and its values, e.g. cost.weight=0,0.1,0.3,1 or "
+    "cost.target=bops,bitfusion45 (commas inside [...] belong to one value)",
+  )
+  p.add_argument(
+    "--out",
+    type=Path,
+    default=None,
+    help="sweep folder (default: runs/<config-name>-sweep-<timestamp>/)",
+  )
+  p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+  p.add_argument("--no-cache", action="store_true", help="do not use the compilation cache")
+  p.set_defaults(func=run_sweep_command)
+
+
+def run_sweep_command(args) -> int:
+  from qdarts.progress import RichReporter  # noqa: PLC0415
+  from qdarts.run_dir import new_run_dir  # noqa: PLC0415
+  from qdarts.sweep import parse_over, plan_sweep, run_sweep  # noqa: PLC0415 (imports jax)
+
+  axes = [parse_over(text) for text in args.over]
+  path, overrides = _config_path(args.config, args.overrides)
+  if args.data_dir is not None:
+    overrides = [*overrides, f"data.data_dir={args.data_dir}"]
+  points = plan_sweep(path, overrides, axes)  # every point validated before any write
+  if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+    raise ConfigError(f"--out {args.out}: folder exists and is not empty; choose a new one")
+  if not args.no_cache:
+    _enable_compilation_cache()
+  sweep_dir = new_run_dir(args.out, f"{points[0].cfg.name}-sweep")
+  reporter = RichReporter()
+  reporter.console.print(f"[bold]qdarts sweep[/] {path}: {len(points)} runs in {sweep_dir}")
+  with reporter:
+    doc = run_sweep(points, sweep_dir, reporter)
+  for i, r in enumerate(doc["runs"]):
+    front = " (Pareto)" if i in doc["pareto"] else ""
+    print(
+      f"{r['label']}: {doc['metric']} {r['costs'].get(doc['metric'], float('nan')):.6g}, "
+      f"accuracy {r['accuracy']:.4f}{front}  [{r['run']}]"
+    )
+  print(f"sweep folder: {sweep_dir} (sweep.html, pareto.png, sweep.json)")
+  return 0
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = _Parser(
     prog="qdarts",
@@ -396,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
   add_import_table_parser(sub)
   add_export_parser(sub)
   add_eval_parser(sub)
+  add_report_parser(sub)
+  add_inspect_parser(sub)
+  add_sweep_parser(sub)
   args = parser.parse_args(argv)
   if args.command is None:
     parser.print_help()

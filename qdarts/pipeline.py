@@ -29,6 +29,7 @@ from qdarts.export.chain_file import save_chain
 from qdarts.export.formats import export_and_verify
 from qdarts.export.from_subnet import chain_from_subnet
 from qdarts.finetune import accuracy, finetune, predict_logits
+from qdarts.monitor import RunMonitor
 from qdarts.objective import CostObjective, build_objective, check_metrics, peak_act_table
 from qdarts.run_dir import atomic_write_json, atomic_write_text, file_digest
 from qdarts.search import run_search
@@ -190,16 +191,13 @@ def _capability_masks(op_mask, pair_mask, space, cost_model: CostModel, cfg: Con
   return masks
 
 
-def _epoch_logger(stage: str, reporter: Reporter, writer) -> Callable[[int, dict], None]:
-  """Sends one epoch's metrics to the progress display and to TensorBoard as ``tag/name``
-  (the stage name without dashes)."""
+def _epoch_logger(stage: str, reporter: Reporter, monitor: RunMonitor) -> Callable[..., None]:
+  """Sends one epoch's metrics to the progress display, and them (with the search's logits)
+  to the run's TensorBoard events and probability history (:mod:`qdarts.monitor`)."""
 
-  def on_epoch(epoch: int, row: dict) -> None:
+  def on_epoch(epoch: int, row: dict, logits: dict | None = None) -> None:
     reporter.advance(stage, row)
-    if writer is not None:
-      for name, value in row.items():
-        if name != "epoch":
-          writer.add_scalar(f"{stage.replace('-', '')}/{name}", value, epoch + 1)
+    monitor.log_epoch(stage, epoch, row, logits)
 
   return on_epoch
 
@@ -217,15 +215,17 @@ def run(
   one (the later stages are deterministic and rerun).
 
   Each stage writes its artifact atomically as soon as it is done. Returns the result dict
-  also written to ``result.json``.
+  also written to ``result.json``. TensorBoard events go to ``writer`` (a tensorboardX
+  ``SummaryWriter``), or to ``run_dir/events`` when it is None (:mod:`qdarts.monitor`).
   """
   reporter = reporter or SilentReporter()
   cfg = setup.cfg
   timings: dict[str, float] = {}
   atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+  monitor = RunMonitor.for_setup(setup, run_dir, writer)
 
   t0 = time.perf_counter()
-  supernet, history, objective = _search(setup, reporter, writer, run_dir, resume)
+  supernet, history, objective = _search(setup, reporter, monitor, run_dir, resume)
   timings["search_s"] = time.perf_counter() - t0
   reporter.finish("search", f"{timings['search_s']:.1f} s")
 
@@ -234,7 +234,7 @@ def run(
 
   t0 = time.perf_counter()
   subnet, fq_logits, accuracies, train_history = _finetune(
-    setup, supernet, choices, reporter, writer
+    setup, supernet, choices, reporter, monitor
   )
   timings["finetune_s"] = time.perf_counter() - t0
   reporter.finish("fine-tune", f"fake-quant test accuracy {accuracies['fake_quant']:.4f}")
@@ -260,11 +260,8 @@ def run(
   )
   result["export_skipped"] = export_skipped
   result["export_verification"] = verification
-  if writer is not None:
-    for name, value in (*accuracies.items(), *costs["total"].items()):
-      writer.add_scalar(f"final/{name}", value, 0)
-    writer.flush()
-  atomic_write_text(run_dir / "report.md", report.render_markdown(result, subnet_doc))
+  monitor.finish(result)
+  report.write_report(run_dir, result, subnet_doc)
   result["artifacts"] = run_artifacts(run_dir)
   atomic_write_json(run_dir / "result.json", result)
   return result

@@ -41,7 +41,9 @@ from qdarts.steps import (
 )
 from qdarts.supernet import Groups, masked_logits, merge_supernet
 
-EpochCallback = Callable[[int, dict], None]
+EpochCallback = Callable[[int, dict, dict], None]
+"""``on_epoch(epoch, row, logits)`` after each epoch: the 0-based epoch, its metrics row, and the
+masked logits ``{"op", "w", "a"}`` as numpy arrays (what ``qdarts.monitor`` plots and costs)."""
 
 
 @dataclass
@@ -183,7 +185,7 @@ def run_search(
       history.append(row)
       checkpoint(epoch + 1, 0, [], [])
       if on_epoch:
-        on_epoch(epoch, row)
+        on_epoch(epoch, row, jax.device_get(logits))
   return SearchOutcome(Groups(*wtrain.params, *atrain.params), history, objective)
 
 

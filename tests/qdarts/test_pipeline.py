@@ -17,6 +17,7 @@ from search_spaces import Choice, TinySpace
 def test_run_folder_holds_every_artifact(finished_run):
   run_dir, result = finished_run
   names = ("config.yaml", "subnet.json", "subnet.npz", "model.onnx", "report.md", "result.json")
+  names += ("report.html", "probs_history.npz")
   for name in names:
     assert (run_dir / name).stat().st_size > 0, name
   assert not list(run_dir.glob(".*.tmp"))  # atomic writes leave no temporaries
@@ -25,7 +26,7 @@ def test_run_folder_holds_every_artifact(finished_run):
   listed = {a["path"]: a for a in on_disk["artifacts"]}
   assert listed["model.onnx"]["bytes"] == (run_dir / "model.onnx").stat().st_size
   assert len(listed["model.onnx"]["sha256"]) == 64
-  assert {n for n in listed if not n.startswith("c/")} == set(names) - {"result.json"}
+  assert {n for n in listed if not n.startswith(("c/", "plots/"))} == set(names) - {"result.json"}
 
 
 def test_saved_subnet_rebuilds_the_exported_model(finished_run, tmp_path):
