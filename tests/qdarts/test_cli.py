@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +128,10 @@ def test_out_folder_that_is_not_empty_is_refused(qdarts, tmp_path, tiny_override
   proc = qdarts("search", *tiny_overrides, "--out", str(out), cwd=tmp_path)
   assert proc.returncode == 2 and "not empty" in proc.stderr
   assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_darts_config_is_refused_before_any_work(qdarts, tmp_path):
+  config = Path(__file__).resolve().parents[2] / "configs" / "cifar10_darts.yaml"
+  proc = qdarts("search", "--out", str(tmp_path / "run"), str(config), cwd=tmp_path)
+  assert proc.returncode == 2 and "darts is searchable from Python" in proc.stderr, proc.stderr
+  assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
