@@ -69,12 +69,14 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
     env=env,
     capture_output=True,
     text=True,
+    cwd=tmp_path,  # not the checkout: `python -m qdarts` must find the installed package
   )
   assert whole.returncode == 0, whole.stderr
   killed = tmp_path / "killed"
   proc = subprocess.Popen(
     _cmd("--out", killed, quickstart_path, *RUN),
     env=env,
+    cwd=tmp_path,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
   )
@@ -83,7 +85,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(
   proc.wait()
   assert not (killed / "result.json").exists(), "killed too late: the run had finished"
   resumed = subprocess.run(
-    _cmd("--resume", killed), env=env, capture_output=True, text=True, timeout=300
+    _cmd("--resume", killed), env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path
   )
   assert resumed.returncode == 0, resumed.stderr
   assert _outcome(killed) == _outcome(tmp_path / "whole"), f"resumed from {name}"
@@ -96,6 +98,7 @@ def test_sigint_stops_at_a_step_boundary_with_a_checkpoint(
   proc = subprocess.Popen(
     _cmd("--out", run, quickstart_path, *RUN),
     env=_env(compilation_cache_dir),
+    cwd=tmp_path,
     stdout=subprocess.DEVNULL,
     stderr=subprocess.PIPE,
     text=True,
