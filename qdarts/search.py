@@ -133,7 +133,9 @@ def run_search(
     pos = Position(epoch, step, partial, history)
     return save_checkpoint(checkpoint_dir, (wtrain, atrain, objective), pos, se.keep_checkpoints)
 
-  skipped_in_a_row = 0
+  # (steps skipped in a row now, longest such run since the last look), kept on the device:
+  # reading a step's metrics on the host every step would stall the dispatch queue
+  runs = jnp.zeros((2,), jnp.int32)
   with StopRequest() as stop:
     for epoch in range(position.epoch, se.epochs):
       tau = jnp.float32(temperature(epoch, se.warmup_epochs, se.epochs, se.tau_start, se.tau_end))
@@ -145,25 +147,27 @@ def run_search(
       a_metrics = list(position.partial_metrics["arch"]) if resumed else []
       for i in range(position.step if resumed else 0, steps_per_epoch):
         k_w, k_a = jax.random.split(jax.random.fold_in(step_key, epoch * steps_per_epoch + i))
-        skipped = 0.0
+        arch_skipped = jnp.float32(0.0)
         if epoch >= se.warmup_epochs:
           x, y = place(data.x_arch[a_idx[i]]), place(data.y_arch[a_idx[i]])
           atrain, objective, m = arch_step(atrain, wtrain.params, objective, x, y, k_a, tau)
           a_metrics.append(m)
-          skipped += float(m["arch_skipped"])
+          arch_skipped = m["arch_skipped"]
         x, y = place(data.x_weight[w_idx[i]]), place(data.y_weight[w_idx[i]])
         wtrain, m = weight_step(wtrain, atrain.params, x, y, k_w, tau)
         w_metrics.append(m)
-        skipped += float(m["skipped"])
-        skipped_in_a_row = skipped_in_a_row + 1 if skipped else 0
-        if skipped_in_a_row >= se.max_skipped_steps:
-          last = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
-          raise NonFiniteSearch(
-            f"search: the loss or its gradients were not finite in {skipped_in_a_row} "
-            f"consecutive steps (epoch {epoch + 1}, step {i + 1}); stopped with the parameters "
-            f"of the last finite step. Last checkpoint: {last or 'none'}. Lower "
-            "search.weight_lr / search.arch_lr, or check the data"
-          )
+        runs = _count_skipped(runs, arch_skipped + m["skipped"])
+        if (i + 1) % se.max_skipped_steps == 0 or i + 1 == steps_per_epoch:
+          longest = int(runs[1])  # one host read per max_skipped_steps steps
+          if longest >= se.max_skipped_steps:
+            last = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+            raise NonFiniteSearch(
+              f"search: the loss or its gradients were not finite in {longest} consecutive "
+              f"steps (by epoch {epoch + 1}, step {i + 1}); stopped with the parameters of the "
+              f"last finite step. Last checkpoint: {last or 'none'}. Lower "
+              "search.weight_lr / search.arch_lr, or check the data"
+            )
+          runs = runs.at[1].set(runs[0])
         done = i + 1
         if stop.requested:
           path = checkpoint(epoch, done, w_metrics, a_metrics)
@@ -187,6 +191,13 @@ def run_search(
       if on_epoch:
         on_epoch(epoch, row, jax.device_get(logits))
   return SearchOutcome(Groups(*wtrain.params, *atrain.params), history, objective)
+
+
+@jax.jit
+def _count_skipped(runs: jax.Array, skipped: jax.Array) -> jax.Array:
+  """``(in a row, longest)`` after one more step, ``skipped`` > 0 when it changed nothing."""
+  now = jnp.where(skipped > 0, runs[0] + 1, 0)
+  return jnp.stack([now, jnp.maximum(runs[1], now)])
 
 
 def _mean(metrics: list[dict]) -> dict:

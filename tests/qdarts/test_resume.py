@@ -134,3 +134,24 @@ def test_a_poisoned_batch_is_skipped_and_the_weights_stay_finite():
   assert float(m["skipped"]) == 0.0
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(after_good))
   assert not np.array_equal(after_good.params[0], train.params[0])  # a good batch trains
+
+
+def test_repeated_non_finite_steps_stop_the_search(quickstart_path, tmp_path):
+  import dataclasses
+
+  import pytest
+
+  from qdarts import pipeline
+  from qdarts.config import load_config
+  from qdarts.errors import NonFiniteSearch
+  from qdarts.search import run_search
+  from qdarts.supernet import split_supernet
+
+  cfg = load_config(quickstart_path, [*RUN, "search.max_skipped_steps=3"])
+  setup = pipeline.prepare(cfg)
+  setup.supernet.net.calibrate(setup.data.to_input(setup.data.x_weight[:32]))
+  x = jnp.full(setup.data.x_weight.shape, jnp.nan, jnp.float32)  # every batch poisoned
+  data = dataclasses.replace(setup.data, x_weight=x, input_spec=None)
+  graphdef, groups = split_supernet(setup.supernet)
+  with pytest.raises(NonFiniteSearch, match="not finite in [0-9]+ consecutive steps"):
+    run_search(cfg, data, graphdef, groups, setup.objective, checkpoint_dir=tmp_path / "ckpt")
