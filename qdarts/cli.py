@@ -130,7 +130,6 @@ def run_search(args) -> int:
     _enable_compilation_cache()
   reporter = RichReporter()
   reporter.console.print(f"[bold]qdarts search[/] {path} ({cfg.name})")
-  pipeline.check_end_to_end(cfg)
   setup = pipeline.prepare(cfg)  # everything that can reject the input, before any write
   if args.resume is None:
     if args.out is not None and args.out.exists() and any(args.out.iterdir()):

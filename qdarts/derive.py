@@ -52,16 +52,29 @@ def subnet_costs(
     the largest layer's activation bytes, where the model gives ``act_bytes``; also the
     distinct provenances and the share of the latency that came from measured rows.
   """
-  per_choice, specs_and_bits = [], [(s, fixed_bits, fixed_bits) for s in fixed_layers]
-  for l, choice in enumerate(choices):
-    specs = candidate_layers[l][op_names.index(choice.op)]
-    per_choice.append(layers_cost(specs, model, choice.w_bits, choice.a_bits))
-    specs_and_bits += [(s, choice.w_bits, choice.a_bits) for s in specs]
+  groups = [
+    (candidate_layers[l][op_names.index(c.op)], c.w_bits, c.a_bits) for l, c in enumerate(choices)
+  ]
+  return grouped_costs(groups, fixed_layers, model, fixed_bits)
+
+
+def grouped_costs(
+  groups: Sequence[tuple[Sequence[LayerSpec], int | None, int | None]],
+  fixed_layers: Sequence[LayerSpec],
+  model: CostModel,
+  fixed_bits: int = 8,
+) -> dict:
+  """:func:`subnet_costs` of layers given as groups ``(specs, w_bits, a_bits)`` (one group per
+  choice point, or per DARTS gene); a group without specs may have ``None`` bits."""
+  per_group, specs_and_bits = [], [(s, fixed_bits, fixed_bits) for s in fixed_layers]
+  for specs, w_bits, a_bits in groups:
+    per_group.append(layers_cost(specs, model, w_bits, a_bits))  # no specs: zeros
+    specs_and_bits += [(s, w_bits, a_bits) for s in specs]
   fixed = [
     {"name": s.name, "cost": layers_cost([s], model, fixed_bits, fixed_bits)} for s in fixed_layers
   ]
   total = {
-    m: float(sum(c[m] for c in per_choice) + sum(f["cost"][m] for f in fixed))
+    m: float(sum(c[m] for c in per_group) + sum(f["cost"][m] for f in fixed))
     for m in model.metrics
     if m != "act_bytes"
   }
@@ -69,7 +82,7 @@ def subnet_costs(
   if "act_bytes" in model.metrics:  # not additive: the largest layer's input + output
     total["peak_act_bytes"] = float(max(c.values["act_bytes"] for c in every))
   return {
-    "layers": per_choice,
+    "layers": per_group,
     "fixed": fixed,
     "total": total,
     "provenance": sorted({c.provenance for c in every}),

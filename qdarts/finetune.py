@@ -50,7 +50,8 @@ def make_subnet_step(
 
     def loss_fn(params):
       weights, scales = params
-      model = nnx.merge(graphdef, scales, weights, stats)
+      # fresh BatchStat variables of this trace: the forward updates them in place
+      model = nnx.merge(graphdef, scales, weights, jax.tree.map(jnp.asarray, stats))
       loss, acc = cross_entropy(model(x), y)
       return loss, (acc, split_subnet(model)[2])
 

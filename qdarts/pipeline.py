@@ -18,7 +18,7 @@ import yaml
 from flax import nnx
 
 from hwcost import CostModel, CostTables, build_cost_tables
-from qdarts import report
+from qdarts import darts_stages, report
 from qdarts.checkpoint import latest_checkpoint
 from qdarts.config import Config, CostTerm, config_to_dict
 from qdarts.data import Dataset, load_dataset
@@ -93,14 +93,26 @@ def build_space(cfg: Config, data: Dataset) -> tuple[SearchSpace, nnx.Module]:
   return space, space.build(cfg.quant.w_bits, cfg.quant.a_bits, nnx.Rngs(cfg.seed))
 
 
-def check_end_to_end(cfg: Config) -> None:
-  """Refuses, in one line, a config whose space the pipeline cannot yet take to the end."""
-  if cfg.space.name == "darts":
-    raise ConfigError(
-      "space.name: darts is searchable from Python (search_spaces.darts, darts_genotype, "
-      "darts_final; bench/search_step.py --space darts) but `qdarts search` cannot yet derive "
-      "and train its cells end to end; use tiny, mbconv or chain"
-    )
+def is_darts(cfg: Config) -> bool:
+  """A DARTS run derives a genotype and trains its final network (:mod:`qdarts.darts_stages`)."""
+  return cfg.space.name == "darts"
+
+
+def check_darts_terms(cfg: Config, terms) -> None:
+  """Refuses budget and hinge terms for a DARTS search, in one line.
+
+  The search network (``space.cells`` × ``space.init_channels``, partial channels) is not the
+  network that is deployed (``train.cells`` × ``train.init_channels``), so a budget in the
+  metric's unit would constrain the wrong network; the linear form steers the search and the
+  final network's exact cost is reported.
+  """
+  for k, term in enumerate(terms):
+    if term.form != "linear":
+      where = f"cost.terms[{k}].form" if cfg.cost.terms else "cost.form"
+      raise ConfigError(
+        f"{where}: {term.form!r} is not available for space darts (its search network is not "
+        "the final network a budget would apply to); use linear"
+      )
 
 
 def prepare(cfg: Config, data: Dataset | None = None) -> Setup:
@@ -109,8 +121,12 @@ def prepare(cfg: Config, data: Dataset | None = None) -> Setup:
   ``data``: an already loaded dataset (benchmarks, tests); default: ``cfg.data``'s.
   """
   cost_model = resolve_target(cfg.cost.target)
-  budgets = memory_budgets(cost_model)
-  terms = with_memory_terms(cfg.cost.resolved_terms(), budgets, cost_model)
+  if is_darts(cfg):  # memory budgets are reported for the final network, not searched
+    budgets, terms = {}, cfg.cost.resolved_terms()
+    check_darts_terms(cfg, terms)
+  else:
+    budgets = memory_budgets(cost_model)
+    terms = with_memory_terms(cfg.cost.resolved_terms(), budgets, cost_model)
   check_metrics(terms, cost_model)  # before the slower steps
   data = load_dataset(cfg.data, cfg.seed) if data is None else data
   space, net = build_space(cfg, data)
@@ -228,7 +244,6 @@ def run(
   also written to ``result.json``. TensorBoard events go to ``writer`` (a tensorboardX
   ``SummaryWriter``), or to ``run_dir/events`` when it is None (:mod:`qdarts.monitor`).
   """
-  check_end_to_end(setup.cfg)
   reporter = reporter or SilentReporter()
   cfg = setup.cfg
   timings: dict[str, float] = {}
@@ -240,19 +255,36 @@ def run(
   timings["search_s"] = time.perf_counter() - t0
   reporter.finish("search", f"{timings['search_s']:.1f} s")
 
-  choices, costs, subnet_doc = _derive(setup, supernet, objective)
+  if is_darts(cfg):
+    records, costs, subnet_doc, genotype = _derive_darts(setup, supernet)
+  else:
+    choices, costs, subnet_doc = _derive(setup, supernet, objective)
+    records = [_layer_record(setup, l, c) for l, c in enumerate(choices)]
   atomic_write_json(run_dir / "subnet.json", subnet_doc)
 
   t0 = time.perf_counter()
-  subnet, fq_logits, accuracies, train_history = _finetune(
-    setup, supernet, choices, reporter, monitor
-  )
+  if is_darts(cfg):
+    reporter.start("train", cfg.train.epochs)
+    subnet, fq_logits, accuracies, train_history = darts_stages.train_final(
+      setup, genotype, _epoch_logger("train", reporter, monitor)
+    )
+    stage = "train"
+  else:
+    subnet, fq_logits, accuracies, train_history = _finetune(
+      setup, supernet, choices, reporter, monitor
+    )
+    stage = "fine-tune"
   timings["finetune_s"] = time.perf_counter() - t0
-  reporter.finish("fine-tune", f"fake-quant test accuracy {accuracies['fake_quant']:.4f}")
+  reporter.finish(stage, f"fake-quant test accuracy {accuracies['fake_quant']:.4f}")
 
   t0 = time.perf_counter()
   verification = {}
   try:
+    if is_darts(cfg):
+      raise NotAChain(
+        "DARTS cells (branches, sums and concatenations of cell states) are not a chain; the "
+        "exporters cannot write them yet"
+      )
     exported, verification = _export_and_verify(setup, subnet, run_dir, fq_logits)
     accuracies.update(exported)
     export_skipped = None
@@ -267,7 +299,7 @@ def run(
   reporter.finish("export", summary)
 
   result = _result_document(
-    setup, choices, costs, objective, accuracies, timings, history, train_history
+    setup, records, costs, objective, accuracies, timings, history, train_history
   )
   result["export_skipped"] = export_skipped
   result["export_verification"] = verification
@@ -280,7 +312,7 @@ def run(
 
 def _result_document(
   setup: Setup,
-  choices: list[Choice],
+  records: list[dict],
   costs: dict,
   objective: CostObjective,
   accuracies: dict,
@@ -305,7 +337,7 @@ def _result_document(
     "cost_of_costliest_subnet": {
       m: float(r) for m, r in zip(setup.objective.metrics, setup.objective.reference, strict=True)
     },
-    "subnet": [_layer_record(setup, l, c) for l, c in enumerate(choices)],
+    "subnet": records,
     "timings_s": timings,
     "machine": {
       "platform": platform.platform(),
@@ -358,6 +390,18 @@ def _derive(setup: Setup, supernet: Supernet, objective: CostObjective):
   doc = _subnet_document(cfg, setup, choices, costs, logits)
   doc["moved_within_budget"] = adjusted
   return choices, costs, doc
+
+
+def _derive_darts(setup: Setup, supernet: Supernet):
+  """The derived genotype, its records (result.json), exact costs of its final network and the
+  subnet.json document (:mod:`qdarts.darts_stages`)."""
+  genotype, logits = darts_stages.derive(setup, supernet)
+  genes, costs = darts_stages.genotype_costs(setup, genotype)
+  doc = {
+    **_subnet_header(setup.cfg, setup),
+    **darts_stages.subnet_document(setup, genotype, logits, genes, costs),
+  }
+  return darts_stages.gene_records(genes), costs, doc, genotype
 
 
 def _finetune(
@@ -479,8 +523,18 @@ def _subnet_document(
       }
     )
   return {
+    **_subnet_header(cfg, setup),
+    "layers": layers,
+    "fixed_layers": costs["fixed"],
+    "total_cost": costs["total"],
+  }
+
+
+def _subnet_header(cfg: Config, setup: Setup) -> dict:
+  """The fields every subnet.json starts with: the space, shapes, candidates and target."""
+  return {
     "format": "qdarts.subnet/1",
-    "space": space.name,
+    "space": setup.space.name,
     "space_config": config_to_dict(cfg)["space"],
     "input_shape": list(setup.data.input_shape),
     "num_classes": setup.data.num_classes,
@@ -488,7 +542,4 @@ def _subnet_document(
     "a_bit_candidates": list(cfg.quant.a_bits),
     "target": setup.cost_model.name,
     "metric": setup.objective.metrics[0],
-    "layers": layers,
-    "fixed_layers": costs["fixed"],
-    "total_cost": costs["total"],
   }

@@ -314,11 +314,12 @@ def subnet_chain_figure(subnet: dict) -> Figure | None:
 
 def _edge(edge, position: int) -> dict | None:
   """One genotype edge as ``{"op", "src", "dst", "bits"}`` (states: 0, 1 the cell inputs, j + 2
-  intermediate node j), from a dict (``op``, ``input``, optional ``node``, ``w_bits``,
+  intermediate node j), from a dict (``op``, ``input`` or ``from``, optional ``node``, ``w_bits``,
   ``a_bits``) or a DARTS pair ``[op, input]`` / ``[op, input, w_bits, a_bits]``; without
   ``node``, edges come two per node in node order (DARTS's rule). None when it is neither."""
   if isinstance(edge, dict) and "op" in edge:
-    op, src, node = edge["op"], edge.get("input"), edge.get("node", position // 2)
+    src = edge.get("input", edge.get("from"))  # "from": qdarts's Genotype.to_dict
+    op, node = edge["op"], edge.get("node", position // 2)
     bits = None if edge.get("w_bits") is None else f"w{edge['w_bits']}a{edge.get('a_bits')}"
   elif isinstance(edge, list | tuple) and len(edge) >= 2 and isinstance(edge[0], str):
     op, src, node = edge[0], edge[1], position // 2

@@ -57,8 +57,13 @@ class RichReporter:
       table.add_row(layer["choice"], layer["op"], *bits)
     self.console.print(table)
     acc = result["accuracy"]
+    exported = (
+      f"ONNX Runtime {acc['onnx_runtime']:.4f}"
+      if "onnx_runtime" in acc
+      else "not exported (see report.md)"
+    )
     self.console.print(
-      f"test accuracy: fake-quant {acc['fake_quant']:.4f}, ONNX Runtime "
-      f"{acc['onnx_runtime']:.4f}; {result['metric']} {result['cost'][result['metric']]:.4g}"
+      f"test accuracy: fake-quant {acc['fake_quant']:.4f}, {exported}; "
+      f"{result['metric']} {result['cost'][result['metric']]:.4g}"
     )
     self.console.print(f"run folder: {run_dir}")

@@ -63,10 +63,11 @@ def render_markdown(result: dict, subnet: dict, plots: Sequence = ()) -> str:
     ]
   else:
     lines.append(f"| exported model | {result.get('export_skipped')} |")
-  lines += [
-    f"| test accuracy right after derivation (inherited weights) | "
-    f"{acc['inherited_fake_quant']:.4f} |",
-  ]
+  if "inherited_fake_quant" in acc:  # chain spaces; a DARTS network is trained from scratch
+    lines.append(
+      f"| test accuracy right after derivation (inherited weights) | "
+      f"{acc['inherited_fake_quant']:.4f} |"
+    )
   lines += [f"| {m} (exact, whole SubNet) | {fmt_number(v)} |" for m, v in result["cost"].items()]
   lines += [
     f"| {m} of the costliest SubNet of the space | {fmt_number(v)} |"

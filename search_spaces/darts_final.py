@@ -16,18 +16,22 @@ only Params and QScales and always normalizes with the batch statistics.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from hwcost import LayerSpec
 from search_spaces.darts import (
   DIL_KERNELS,
   SEP_KERNELS,
   CellPlan,
   Stem,
   build_preprocess,
+  op_layer_specs,
   plan_cells,
+  preprocess_specs,
   run_preprocess,
 )
 from search_spaces.darts_genotype import Gene, Genotype
@@ -56,6 +60,80 @@ def build_final(
     genotype, tuple(input_shape), num_classes, rngs, cells, init_channels, stem_multiplier,
     running_stats,
   )  # fmt: skip
+
+
+def final_plans(
+  genotype: Genotype,
+  input_shape: Sequence[int],
+  cells: int,
+  init_channels: int,
+  stem_multiplier: int = 3,
+) -> tuple[CellPlan, ...]:
+  """The final network's cells: reductions at ``cells//3`` and ``2·cells//3`` (DARTS)."""
+  reductions = tuple(sorted({cells // 3, 2 * cells // 3}))
+  return plan_cells(
+    tuple(input_shape[:2]), cells, init_channels, genotype.nodes, stem_multiplier, reductions
+  )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GeneLayers:
+  """The quantized convs one gene puts into the final network, over every cell of its type.
+
+  Attributes:
+    name: ``"{normal|reduce}.node{j}.from{src}"`` (states 0, 1: the cell inputs; 2 + k: node k).
+    op: the gene's op; w_bits, a_bits: its bits (None for an op without convs).
+    specs: one :class:`~hwcost.LayerSpec` per conv, in every cell of the gene's type.
+  """
+
+  name: str
+  op: str
+  w_bits: int | None
+  a_bits: int | None
+  specs: tuple[LayerSpec, ...]
+
+
+def final_layer_specs(
+  genotype: Genotype,
+  input_shape: Sequence[int],
+  num_classes: int,
+  *,
+  cells: int = 20,
+  init_channels: int = 36,
+  stem_multiplier: int = 3,
+) -> tuple[list[GeneLayers], list[LayerSpec]]:
+  """The layers of :func:`build_final`'s network, for its exact cost on a target.
+
+  Returns:
+    One :class:`GeneLayers` per gene (normal genes, then reduce genes) and the fixed 8-bit
+    layers: the stem, every cell's preprocess convs and the classifier.
+  """
+  plans = final_plans(genotype, input_shape, cells, init_channels, stem_multiplier)
+  h, w, cin = input_shape
+  c_stem = stem_multiplier * init_channels
+  fixed = [LayerSpec("stem", "conv", 3, 1, cin, c_stem, (h, w), (h, w))]
+  per_gene: dict[tuple[str, int], list[LayerSpec]] = {}
+  for plan in plans:
+    fixed += preprocess_specs(f"cell{plan.index}", plan)
+    kind = "reduce" if plan.reduction else "normal"
+    for k, (op, src, _, _) in enumerate(genotype.reduce if plan.reduction else genotype.normal):
+      stride = 2 if plan.reduction and src < 2 else 1
+      name = f"cell{plan.index}.node{k // 2}.from{src}.{op}"
+      per_gene.setdefault((kind, k), []).extend(
+        op_layer_specs(name, op, plan.channels, stride, plan.hw)
+      )
+  concat = genotype.reduce_concat if plans[-1].reduction else genotype.normal_concat
+  fixed.append(
+    LayerSpec("head.fc", "linear", 1, 1, len(concat) * plans[-1].channels, num_classes, (1, 1),
+              (1, 1))
+  )  # fmt: skip
+  genes = [
+    GeneLayers(f"{kind}.node{k // 2}.from{g[1]}", g[0], g[2], g[3],
+               tuple(per_gene.get((kind, k), ())))
+    for kind, gs in (("normal", genotype.normal), ("reduce", genotype.reduce))
+    for k, g in enumerate(gs)
+  ]  # fmt: skip
+  return genes, fixed
 
 
 class GeneOp(nnx.Module):
@@ -125,10 +203,7 @@ class DartsFinalNet(nnx.Module):
     stem_multiplier: int,
     running: bool,
   ):
-    reductions = tuple(sorted({cells // 3, 2 * cells // 3}))
-    plans = plan_cells(
-      input_shape[:2], cells, init_channels, genotype.nodes, stem_multiplier, reductions
-    )
+    plans = final_plans(genotype, input_shape, cells, init_channels, stem_multiplier)
     self.stem = Stem(input_shape[2], stem_multiplier * init_channels, running=running, rngs=rngs)
     self.cells = nnx.List([FinalCell(p, genotype, running, rngs=rngs) for p in plans])
     c_out = len(genotype.reduce_concat if plans[-1].reduction else genotype.normal_concat)

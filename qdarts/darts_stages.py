@@ -1,0 +1,141 @@
+"""The DARTS stages of ``qdarts search``: derive a genotype with bits, cost it, train it.
+
+A chain space's SubNet is its supernet with one op per choice point, so it inherits the
+supernet's weights and is fine-tuned. A DARTS search network is not the network one deploys:
+the PC-DARTS rule derives a genotype (two genes per node, bits per gene and cell type) and the
+final network of ``train.cells`` cells of ``train.init_channels`` channels (the paper: 20 × 36
+for CIFAR-10) is built from it and trained from scratch (Liu et al. 2019, section 3; Xu et al.
+2020, section 4.2). Its exact cost on the target is the cost of that final network.
+"""
+
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from flax import nnx
+
+from qdarts.derive import grouped_costs
+from qdarts.finetune import accuracy, finetune, predict_logits
+from qdarts.monitor import softmax
+from qdarts.supernet import Supernet, masked_logits
+from search_spaces.darts import edge_offset
+from search_spaces.darts_final import GeneLayers, build_final, final_layer_specs
+from search_spaces.darts_genotype import Genotype, derive_genotype
+
+CALIBRATION_BATCH = 256
+
+
+def derive(setup, supernet: Supernet) -> tuple[Genotype, dict]:
+  """The PC-DARTS genotype of the trained search network, and the masked logits it came from.
+
+  Ops: per node the two strongest in-edges, each with its strongest op other than ``none``;
+  bits: per (cell type, edge, op) the most probable width over the search cells of that type
+  (:func:`search_spaces.darts_genotype.derive_genotype`).
+  """
+  logits = jax.device_get(masked_logits(supernet))
+  q = setup.cfg.quant
+  genotype = derive_genotype(
+    supernet.net, softmax(np.asarray(logits["op"])), logits["w"], logits["a"], q.w_bits, q.a_bits
+  )
+  return genotype, logits
+
+
+def final_network_layers(setup, genotype: Genotype):
+  """``(genes, fixed)``: :func:`~search_spaces.darts_final.final_layer_specs` of the final
+  network the config's ``train`` section describes."""
+  cfg, data = setup.cfg, setup.data
+  return final_layer_specs(
+    genotype,
+    data.input_shape,
+    data.num_classes,
+    cells=cfg.train.cells,
+    init_channels=cfg.train.init_channels,
+    stem_multiplier=setup.space.stem_multiplier,
+  )
+
+
+def genotype_costs(setup, genotype: Genotype) -> tuple[list[GeneLayers], dict]:
+  """The final network's genes and its exact costs (:func:`qdarts.derive.grouped_costs`: one
+  entry per gene, summed over the cells of its type; stem, preprocess convs and classifier
+  fixed at 8 bits)."""
+  genes, fixed = final_network_layers(setup, genotype)
+  groups = [(g.specs, g.w_bits, g.a_bits) for g in genes]
+  return genes, grouped_costs(groups, fixed, setup.cost_model)
+
+
+def gene_records(genes: list[GeneLayers]) -> list[dict]:
+  """result.json's ``subnet``: per gene its name, op and bits (None for ops without convs)."""
+  return [{"choice": g.name, "op": g.op, "w_bits": g.w_bits, "a_bits": g.a_bits} for g in genes]
+
+
+def _gene_probabilities(setup, logits: dict, genotype: Genotype) -> list[np.ndarray]:
+  """Per gene, the search's op probabilities on its edge (one row: op logits are shared per
+  cell type)."""
+  space, p_op = setup.space, softmax(np.asarray(logits["op"]))
+  first = {plan.reduction: plan.index for plan in reversed(space.plans)}  # a cell of each type
+  rows = []
+  for reduction, genes in ((False, genotype.normal), (True, genotype.reduce)):
+    for k, (_, src, _, _) in enumerate(genes):
+      edge = edge_offset(k // 2) + src
+      rows.append(p_op[first[reduction] * space.edges_per_cell + edge])
+  return rows
+
+
+def subnet_document(setup, genotype: Genotype, logits: dict, genes, costs: dict) -> dict:
+  """subnet.json of a DARTS run: the genotype with bits, the final network's size, and per gene
+  its exact cost in the final network and the op probabilities on its edge."""
+  cfg, space = setup.cfg, setup.space
+  layers = []
+  for g, record, cost, p in zip(
+    genes, gene_records(genes), costs["layers"], _gene_probabilities(setup, logits, genotype),
+    strict=True,
+  ):  # fmt: skip
+    layers.append(
+      {
+        **record,
+        "cost": cost,
+        "convs": len(g.specs),
+        "op_probability": float(p[space.op_names.index(g.op)]),
+        "op_probabilities": {op: float(v) for op, v in zip(space.op_names, p, strict=True)},
+      }
+    )
+  return {
+    "genotype": genotype.to_dict(),
+    "final_network": {
+      "cells": cfg.train.cells,
+      "init_channels": cfg.train.init_channels,
+      "stem_multiplier": space.stem_multiplier,
+    },
+    "layers": layers,
+    "fixed_layers": costs["fixed"],
+    "total_cost": costs["total"],
+  }
+
+
+def build_final_network(setup, genotype: Genotype) -> nnx.Module:
+  """The final network (running BatchNorm statistics), its activation steps calibrated."""
+  cfg, data = setup.cfg, setup.data
+  net = build_final(
+    genotype,
+    data.input_shape,
+    data.num_classes,
+    nnx.Rngs(cfg.seed),
+    cells=cfg.train.cells,
+    init_channels=cfg.train.init_channels,
+    stem_multiplier=setup.space.stem_multiplier,
+  )
+  net.calibrate(data.to_input(data.x_train[:CALIBRATION_BATCH]))
+  return net
+
+
+def train_final(
+  setup, genotype: Genotype, on_epoch: Callable | None = None
+) -> tuple[nnx.Module, np.ndarray, dict, list[dict]]:
+  """Trains the genotype's final network from scratch with the ``train`` section (QAT at the
+  genotype's bits, on both halves of the training split); returns the network, its fake-quant
+  test logits, accuracies and per-epoch history."""
+  cfg, data = setup.cfg, setup.data
+  net = build_final_network(setup, genotype)
+  net, history = finetune(net, data, cfg.train, cfg.data.batch_size, cfg.seed, on_epoch)
+  logits = predict_logits(net, data.x_test, input_spec=data.eval_spec)
+  return net, logits, {"fake_quant": accuracy(logits, data.y_test)}, history
