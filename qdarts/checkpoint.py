@@ -22,7 +22,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from qdarts.errors import ConfigError, NonFiniteSearch, SearchInterrupted  # noqa: F401 (re-export)
+from qdarts.errors import (  # noqa: F401 (re-export)
+  ConfigError,
+  NonFiniteSearch,
+  RunFolderError,
+  SearchInterrupted,
+)
 from qdarts.run_dir import atomic_write_bytes
 
 FORMAT = "qdarts.search_checkpoint/1"
@@ -58,7 +63,10 @@ def save_checkpoint(folder: Path, state, position: Position, keep: int) -> Path:
   arrays["checkpoint.json"] = np.frombuffer(json.dumps(doc).encode(), np.uint8)
   buffer = io.BytesIO()
   np.savez(buffer, **arrays)
-  folder.mkdir(parents=True, exist_ok=True)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except OSError as err:
+    raise RunFolderError(f"{folder}: cannot create the folder ({err.strerror})") from None
   path = atomic_write_bytes(
     folder / checkpoint_name(position.epoch, position.step), buffer.getvalue()
   )

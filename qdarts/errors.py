@@ -19,3 +19,8 @@ class SearchInterrupted(QdartsError):
 
 class NonFiniteSearch(QdartsError):
   """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class RunFolderError(QdartsError):
+  """The run folder cannot be created or written (full disk, no permission); the files written
+  before, checkpoints included, are left as they were."""
