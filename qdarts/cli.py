@@ -143,6 +143,91 @@ def run_search(args) -> int:
   return 0
 
 
+def add_train_parser(subparsers) -> None:
+  p = subparsers.add_parser(
+    "train",
+    help="train a DARTS genotype's final network as a run of its own (e.g. 600 epochs)",
+    description="Builds the final network of a DARTS genotype (train.cells × train.init_channels) "
+    "at its searched bits, trains it from scratch with the config's train section, checkpoints "
+    "every epoch and writes result.json (test accuracy, exact cost on the target).",
+    epilog="example: qdarts train runs/cifar10_darts-…/ configs/cifar10_darts_train.yaml",
+  )
+  p.add_argument(
+    "source",
+    nargs="?",
+    type=Path,
+    default=None,
+    help="a DARTS run folder of `qdarts search`, its subnet.json, or a genotype JSON file",
+  )
+  p.add_argument(
+    "config",
+    nargs="?",
+    default=None,
+    help="YAML config (default: the search run's own config.yaml)",
+  )
+  p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+  p.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<name>-…)")
+  p.add_argument(
+    "--resume", type=Path, default=None, metavar="RUN", help="continue a `qdarts train` run"
+  )
+  p.add_argument("--data-dir", default=None, help="folder holding the dataset files")
+  p.add_argument("--no-cache", action="store_true", help="do not use the compilation cache")
+  p.set_defaults(func=run_train)
+
+
+def _train_inputs(args):
+  """``(config path, config, genotype, run folder or None)`` of ``qdarts train``'s arguments."""
+  from qdarts.config import load_config  # noqa: PLC0415
+  from qdarts.train_genotype import GENOTYPE_FILE, read_genotype  # noqa: PLC0415
+
+  if args.resume is not None:
+    if args.source is not None or args.config is not None or args.out is not None:
+      raise ConfigError("--resume RUN takes no genotype, config or --out: the run's own are used")
+    run_dir = args.resume
+    if not (run_dir / "config.yaml").is_file() or not (run_dir / GENOTYPE_FILE).is_file():
+      raise ConfigError(f"--resume {run_dir}: not a `qdarts train` run folder")
+    if (run_dir / "result.json").exists():
+      raise ConfigError(f"--resume {run_dir}: the run is finished (result.json exists)")
+    path = run_dir / "config.yaml"
+    return path, load_config(path), read_genotype(run_dir / GENOTYPE_FILE), run_dir
+  if args.source is None:
+    raise ConfigError("train: give the genotype: a DARTS run folder, its subnet.json or a JSON")
+  genotype = read_genotype(args.source)
+  config, overrides = args.config, list(args.overrides)
+  if config is not None and "=" in config and not Path(config).exists():
+    config, overrides = None, [config, *overrides]
+  if config is None:
+    if not (args.source.is_dir() and (args.source / "config.yaml").is_file()):
+      raise ConfigError(f"{args.source}: not a run folder with config.yaml; give a CONFIG")
+    config = args.source / "config.yaml"
+  return Path(config), load_config(Path(config), overrides), genotype, None
+
+
+def run_train(args) -> int:
+  from qdarts.progress import RichReporter  # noqa: PLC0415
+  from qdarts.run_dir import new_run_dir  # noqa: PLC0415
+  from qdarts.train_genotype import prepare_training, run_training  # noqa: PLC0415
+
+  path, cfg, genotype, run_dir = _train_inputs(args)
+  if args.data_dir is not None:
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_dir=args.data_dir))
+  if not args.no_cache:
+    _enable_compilation_cache()
+  reporter = RichReporter()
+  reporter.console.print(f"[bold]qdarts train[/] {path} ({cfg.name})")
+  setup = prepare_training(cfg, genotype)  # rejects bad input before any write
+  if run_dir is None:
+    if args.out is not None and args.out.exists() and any(args.out.iterdir()):
+      raise ConfigError(f"--out {args.out}: folder exists and is not empty; choose a new one")
+    run_dir = new_run_dir(args.out, f"{cfg.name}-train")
+  with reporter:
+    result = run_training(setup, run_dir, reporter, resume=args.resume is not None)
+  cost = ", ".join(f"{m} {v:.4g}" for m, v in result["cost"].items())
+  print(f"test accuracy (fake-quant): {result['accuracy']['fake_quant']:.4f}; {cost}")
+  print(f"run folder: {run_dir}")
+  return 0
+
+
 def add_targets_parser(subparsers) -> None:
   p = subparsers.add_parser(
     "targets",
@@ -495,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--debug", action="store_true", help="show tracebacks of user errors")
   sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
   add_search_parser(sub)
+  add_train_parser(sub)
   add_cost_parser(sub)
   add_profile_parser(sub)
   add_targets_parser(sub)

@@ -9,11 +9,15 @@ for CIFAR-10) is built from it and trained from scratch (Liu et al. 2019, sectio
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
+from hwcost import CostModel
+from qdarts.config import Config
+from qdarts.data import Dataset
 from qdarts.derive import grouped_costs
 from qdarts.finetune import accuracy, finetune, predict_logits
 from qdarts.monitor import softmax
@@ -23,9 +27,10 @@ from search_spaces.darts_final import GeneLayers, build_final, final_layer_specs
 from search_spaces.darts_genotype import Genotype, derive_genotype
 
 CALIBRATION_BATCH = 256
+STEM_MULTIPLIER = 3  # DartsSpace's default (stem channels = 3·C); not a config field
 
 
-def derive(setup, supernet: Supernet) -> tuple[Genotype, dict]:
+def derive(supernet: Supernet, cfg: Config) -> tuple[Genotype, dict]:
   """The PC-DARTS genotype of the trained search network, and the masked logits it came from.
 
   Ops: per node the two strongest in-edges, each with its strongest op other than ``none``;
@@ -33,34 +38,35 @@ def derive(setup, supernet: Supernet) -> tuple[Genotype, dict]:
   (:func:`search_spaces.darts_genotype.derive_genotype`).
   """
   logits = jax.device_get(masked_logits(supernet))
-  q = setup.cfg.quant
+  q = cfg.quant
   genotype = derive_genotype(
     supernet.net, softmax(np.asarray(logits["op"])), logits["w"], logits["a"], q.w_bits, q.a_bits
   )
   return genotype, logits
 
 
-def final_network_layers(setup, genotype: Genotype):
+def final_network_layers(genotype: Genotype, cfg: Config, data: Dataset):
   """``(genes, fixed)``: :func:`~search_spaces.darts_final.final_layer_specs` of the final
   network the config's ``train`` section describes."""
-  cfg, data = setup.cfg, setup.data
   return final_layer_specs(
     genotype,
     data.input_shape,
     data.num_classes,
     cells=cfg.train.cells,
     init_channels=cfg.train.init_channels,
-    stem_multiplier=setup.space.stem_multiplier,
+    stem_multiplier=STEM_MULTIPLIER,
   )
 
 
-def genotype_costs(setup, genotype: Genotype) -> tuple[list[GeneLayers], dict]:
+def genotype_costs(
+  genotype: Genotype, cfg: Config, data: Dataset, cost_model: CostModel
+) -> tuple[list[GeneLayers], dict]:
   """The final network's genes and its exact costs (:func:`qdarts.derive.grouped_costs`: one
   entry per gene, summed over the cells of its type; stem, preprocess convs and classifier
   fixed at 8 bits)."""
-  genes, fixed = final_network_layers(setup, genotype)
+  genes, fixed = final_network_layers(genotype, cfg, data)
   groups = [(g.specs, g.w_bits, g.a_bits) for g in genes]
-  return genes, grouped_costs(groups, fixed, setup.cost_model)
+  return genes, grouped_costs(groups, fixed, cost_model)
 
 
 def gene_records(genes: list[GeneLayers]) -> list[dict]:
@@ -112,9 +118,8 @@ def subnet_document(setup, genotype: Genotype, logits: dict, genes, costs: dict)
   }
 
 
-def build_final_network(setup, genotype: Genotype) -> nnx.Module:
+def build_final_network(genotype: Genotype, cfg: Config, data: Dataset) -> nnx.Module:
   """The final network (running BatchNorm statistics), its activation steps calibrated."""
-  cfg, data = setup.cfg, setup.data
   net = build_final(
     genotype,
     data.input_shape,
@@ -122,20 +127,27 @@ def build_final_network(setup, genotype: Genotype) -> nnx.Module:
     nnx.Rngs(cfg.seed),
     cells=cfg.train.cells,
     init_channels=cfg.train.init_channels,
-    stem_multiplier=setup.space.stem_multiplier,
+    stem_multiplier=STEM_MULTIPLIER,
   )
   net.calibrate(data.to_input(data.x_train[:CALIBRATION_BATCH]))
   return net
 
 
 def train_final(
-  setup, genotype: Genotype, on_epoch: Callable | None = None
+  genotype: Genotype,
+  cfg: Config,
+  data: Dataset,
+  on_epoch: Callable | None = None,
+  checkpoint_dir: Path | None = None,
+  resume: bool = False,
 ) -> tuple[nnx.Module, np.ndarray, dict, list[dict]]:
   """Trains the genotype's final network from scratch with the ``train`` section (QAT at the
-  genotype's bits, on both halves of the training split); returns the network, its fake-quant
-  test logits, accuracies and per-epoch history."""
-  cfg, data = setup.cfg, setup.data
-  net = build_final_network(setup, genotype)
-  net, history = finetune(net, data, cfg.train, cfg.data.batch_size, cfg.seed, on_epoch)
+  genotype's bits, on both halves of the training split; checkpoints as
+  :func:`qdarts.finetune.finetune`); returns the network, its fake-quant test logits,
+  accuracies and per-epoch history."""
+  net = build_final_network(genotype, cfg, data)
+  net, history = finetune(
+    net, data, cfg.train, cfg.data.batch_size, cfg.seed, on_epoch, checkpoint_dir, resume
+  )
   logits = predict_logits(net, data.x_test, input_spec=data.eval_spec)
   return net, logits, {"fake_quant": accuracy(logits, data.y_test)}, history

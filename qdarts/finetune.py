@@ -5,6 +5,7 @@ then trains on the whole training split (both halves) with the weight optimizer.
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from qdarts.checkpoint import Position, latest_checkpoint, load_checkpoint, save_checkpoint
 from qdarts.config import TrainConfig
 from qdarts.data import Dataset, InputSpec, epoch_batches
 from qdarts.datasets import prepare_batch
@@ -20,8 +22,8 @@ from qdarts.steps import (
   all_finite,
   apply_weight_grads,
   cross_entropy,
-  keep_if_not,
   make_predict,
+  update_if,
   weight_optimizer,
 )
 from quant import QScale
@@ -57,9 +59,10 @@ def make_subnet_step(
 
     (loss, (acc, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(train.params)
     finite = all_finite(loss, grads)  # a non-finite step changes nothing
-    train, stats = keep_if_not(
-      finite, (apply_weight_grads(tx, train, grads), new_stats), (train, stats)
-    )
+    train, stats = update_if(
+      finite, lambda state, g, new: (apply_weight_grads(tx, state[0], g), new), (train, stats),
+      grads, new_stats,
+    )  # fmt: skip
     return train, stats, {"loss": loss, "acc": acc, "skipped": 1.0 - finite.astype(jnp.float32)}
 
   return jax.jit(step)
@@ -72,9 +75,18 @@ def finetune(
   batch_size: int,
   seed: int,
   on_epoch: EpochCallback | None = None,
+  checkpoint_dir: Path | None = None,
+  resume: bool = False,
 ) -> tuple[nnx.Module, list[dict]]:
   """Trains ``subnet`` (in training mode) for ``cfg.epochs`` epochs; returns the trained module
-  and the per-epoch history."""
+  and the per-epoch history.
+
+  With ``checkpoint_dir``, the whole training state (weights, LSQ steps, optimizer state,
+  running statistics) and the history are saved there at the end of every epoch (npz, no
+  pickle; the newest two kept); ``resume`` continues after the newest one's epoch. Keys and
+  data order are ``fold_in(seed, epoch, step)``, so a resumed training draws what an
+  uninterrupted one would.
+  """
   subnet.train()  # BatchNorm: batch statistics, running ones updated
   graphdef, params, stats = split_subnet(subnet)
   x, y = data.x_train, data.y_train
@@ -85,8 +97,12 @@ def finetune(
   step = make_subnet_step(graphdef, tx, data.input_spec)
   train = TrainState(params, tx.init(params))
   root = jax.random.fold_in(jax.random.key(seed), 2)
-  key, history = jax.random.fold_in(jax.random.key(seed), 3), []
-  for epoch in range(cfg.epochs):
+  key, history, start = jax.random.fold_in(jax.random.key(seed), 3), [], 0
+  newest = latest_checkpoint(checkpoint_dir) if resume and checkpoint_dir else None
+  if newest is not None:
+    (train, stats), position = load_checkpoint(newest, (train, stats))
+    start, history = position.epoch, position.history
+  for epoch in range(start, cfg.epochs):
     idx = epoch_batches(len(y), batch_size, jax.random.fold_in(root, epoch))
     metrics = []
     for i in range(steps_per_epoch):
@@ -96,6 +112,8 @@ def finetune(
     stacked = jax.device_get(metrics)
     row = {"epoch": epoch + 1, **{k: float(np.mean([m[k] for m in stacked])) for k in stacked[0]}}
     history.append(row)
+    if checkpoint_dir is not None:
+      save_checkpoint(checkpoint_dir, (train, stats), Position(epoch + 1, 0, {}, history), keep=2)
     if on_epoch:
       on_epoch(epoch, row)
   weights, scales = train.params

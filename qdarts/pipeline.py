@@ -266,7 +266,7 @@ def run(
   if is_darts(cfg):
     reporter.start("train", cfg.train.epochs)
     subnet, fq_logits, accuracies, train_history = darts_stages.train_final(
-      setup, genotype, _epoch_logger("train", reporter, monitor)
+      genotype, cfg, setup.data, _epoch_logger("train", reporter, monitor)
     )
     stage = "train"
   else:
@@ -395,8 +395,8 @@ def _derive(setup: Setup, supernet: Supernet, objective: CostObjective):
 def _derive_darts(setup: Setup, supernet: Supernet):
   """The derived genotype, its records (result.json), exact costs of its final network and the
   subnet.json document (:mod:`qdarts.darts_stages`)."""
-  genotype, logits = darts_stages.derive(setup, supernet)
-  genes, costs = darts_stages.genotype_costs(setup, genotype)
+  genotype, logits = darts_stages.derive(supernet, setup.cfg)
+  genes, costs = darts_stages.genotype_costs(genotype, setup.cfg, setup.data, setup.cost_model)
   doc = {
     **_subnet_header(setup.cfg, setup),
     **darts_stages.subnet_document(setup, genotype, logits, genes, costs),

@@ -93,6 +93,9 @@ BAD = [
   (["search", "data.batch_size=5000"], "data.batch_size: 5000 is larger than each training half"),
   (["search", "--frobnicate"], "unrecognized arguments: --frobnicate"),
   (["serach"], "invalid choice: 'serach'"),
+  (["train", "nowhere"], "nowhere: no such file (expected a DARTS run folder"),
+  (["train"], "train: give the genotype"),
+  (["search", "space.name=darts", "cost.form=hinge", "cost.budget=10"], "cost.form: 'hinge'"),
 ]
 
 

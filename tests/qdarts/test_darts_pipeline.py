@@ -2,6 +2,7 @@
 network exactly, train that network from scratch, report (the cells drawn), no export yet."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -12,6 +13,7 @@ from qdarts import pipeline
 from qdarts.config import load_config
 from qdarts.derive import grouped_costs
 from qdarts.errors import ConfigError
+from qdarts.train_genotype import prepare_training, read_genotype, run_training
 from search_spaces.darts_final import build_final, final_layer_specs
 from search_spaces.darts_genotype import Genotype
 
@@ -122,3 +124,72 @@ def test_derive_reads_the_searched_logits(darts_run):
     p = layer["op_probabilities"]
     assert layer["op_probability"] == pytest.approx(p[layer["op"]])
     assert layer["op"] == max((o for o in p if o != "none"), key=p.get)
+
+
+# ----- qdarts train: the genotype's final training as a run of its own ---------------------
+
+TRAIN = ["train.epochs=2", "train.cells=3", "train.init_channels=4"]
+
+
+class StopAfterFirstEpoch:
+  """A reporter that interrupts the training after its first epoch (like Ctrl-C)."""
+
+  def start(self, stage, total):
+    pass
+
+  def advance(self, stage, metrics):
+    raise KeyboardInterrupt
+
+  def finish(self, stage, summary):
+    pass
+
+
+def test_train_runs_a_genotype_and_resumes_to_the_same_result(darts_run, tmp_path):
+  setup, _, run_dir = darts_run
+  genotype = read_genotype(run_dir)  # the search run folder
+  cfg = load_config(run_dir / "config.yaml", TRAIN)
+  whole = run_training(prepare_training(cfg, genotype, setup.data), tmp_path / "whole")
+  assert [row["epoch"] for row in whole["history"]] == [1, 2]
+  assert whole["genotype"] == json.loads((run_dir / "subnet.json").read_text())["genotype"]
+  genes, fixed = final_layer_specs(genotype, (8, 8, 1), 4, cells=3, init_channels=4)
+  groups = [(g.specs, g.w_bits, g.a_bits) for g in genes]
+  assert whole["cost"] == pytest.approx(grouped_costs(groups, fixed, setup.cost_model)["total"])
+
+  cut = tmp_path / "cut"
+  with pytest.raises(KeyboardInterrupt):
+    run_training(prepare_training(cfg, genotype, setup.data), cut, StopAfterFirstEpoch())
+  assert not (cut / "result.json").exists() and list((cut / "checkpoints").glob("*.npz"))
+  resumed = run_training(prepare_training(cfg, genotype, setup.data), cut, resume=True)
+  assert resumed["history"] == whole["history"]
+  assert resumed["accuracy"] == whole["accuracy"]
+
+
+def test_train_refuses_what_is_not_a_genotype_or_a_darts_config(
+  darts_run, tmp_path, quickstart_path
+):
+  _, _, run_dir = darts_run
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  with pytest.raises(ConfigError, match=r"bad.json: not a JSON file"):
+    read_genotype(bad)
+  chain = tmp_path / "subnet.json"
+  chain.write_text(json.dumps({"space": "tiny", "layers": []}))
+  with pytest.raises(ConfigError, match=r"a SubNet of space 'tiny', not a DARTS genotype"):
+    read_genotype(chain)
+  with pytest.raises(ConfigError, match=r"no such file"):
+    read_genotype(tmp_path / "missing")
+  with pytest.raises(ConfigError, match=r"space.name: `qdarts train` trains a DARTS genotype"):
+    prepare_training(load_config(quickstart_path), read_genotype(run_dir))
+
+
+def test_shipped_final_training_config_matches_the_paper():
+  from importlib import resources
+
+  cfg = load_config(Path(str(resources.files("qdarts.configs") / "cifar10_darts_train.yaml")))
+  assert (cfg.space.name, cfg.data.dataset, cfg.train.cells, cfg.train.init_channels) == (
+    "darts",
+    "cifar10",
+    20,
+    36,
+  )
+  assert (cfg.train.epochs, cfg.train.optimizer, cfg.train.lr) == (600, "sgd", 0.025)
