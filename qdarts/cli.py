@@ -440,10 +440,11 @@ def add_eval_parser(subparsers) -> None:
   p = subparsers.add_parser(
     "eval",
     help="accuracy and latency of an exported model in its runtime",
-    description="Runs an exported model (.onnx in ONNX Runtime) on the test split of the "
-    "dataset recorded in its metadata and prints its accuracy and median latency per sample.",
+    description="Runs an exported model (.onnx in ONNX Runtime, .tflite in LiteRT, or a C "
+    "export folder built with the system C compiler) on the test split of the dataset recorded "
+    "in its metadata and prints its accuracy and median latency per sample.",
   )
-  p.add_argument("model", type=Path, help="the exported model, e.g. runs/NAME/model.onnx")
+  p.add_argument("model", type=Path, help="runs/NAME/model.onnx, model.tflite or c/")
   p.add_argument("--dataset", default=None, help="another dataset (default: the model's)")
   p.add_argument("--data-dir", default=None, help="where the dataset files are")
   p.add_argument("--json", action="store_true", help="print the result as one JSON line")

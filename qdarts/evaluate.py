@@ -58,7 +58,101 @@ def _onnx_runner(path: Path):
   return run
 
 
-RUNTIMES: dict[str, Runtime] = {".onnx": Runtime("onnxruntime", _onnx_metadata, _onnx_runner)}
+def _tflite_metadata(path: Path) -> dict:
+  """The ``qdarts`` metadata entry of a ``.tflite`` file (TFLite magic ``TFL3`` checked first)."""
+  data = path.read_bytes()
+  if len(data) < 8 or data[4:8] != b"TFL3":
+    raise ConfigError(f"{path}: not a TFLite model (no TFL3 file identifier)")
+  try:
+    from qdarts.export.tflite import read_metadata  # noqa: PLC0415
+  except ImportError as e:
+    raise ConfigError(
+      f"{path}: evaluating TFLite needs LiteRT: pip install 'qdarts[tflite]' ({e.name} is missing)"
+    ) from None
+  try:
+    return read_metadata(path)
+  except Exception as e:  # flatbuffers raises assorted errors on a damaged buffer
+    raise ConfigError(
+      f"{path}: not a readable qdarts TFLite model ({e.__class__.__name__})"
+    ) from None
+
+
+def _tflite_runner(path: Path):
+  """LiteRT's default kernels (XNNPACK where it applies), one interpreter, batch resized."""
+  from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+  interpreter = Interpreter(model_path=str(path), num_threads=1)
+  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+  shape = [None]
+
+  def run(x: np.ndarray) -> np.ndarray:
+    if shape[0] != x.shape:
+      interpreter.resize_tensor_input(inp["index"], list(x.shape), strict=True)
+      interpreter.allocate_tensors()
+      shape[0] = x.shape
+    interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"]).copy()
+
+  return run
+
+
+def _c_manifest(path: Path) -> tuple[Path, dict]:
+  folder = path.parent if path.name == "manifest.json" else path
+  try:
+    manifest = json.loads((folder / "manifest.json").read_text())
+  except FileNotFoundError:
+    raise ConfigError(f"{folder}: not a C export (no manifest.json)") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{folder}/manifest.json: not JSON ({e.__class__.__name__})") from None
+  from qdarts.export.c_export import FORMAT  # noqa: PLC0415
+
+  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    raise ConfigError(f"{folder}/manifest.json: not a qdarts C export (format is not {FORMAT!r})")
+  return folder, manifest
+
+
+def _c_metadata(path: Path) -> dict:
+  return dict(_c_manifest(path)[1].get("metadata", {}))
+
+
+class _CRunner:
+  """Builds the export with the system C compiler once; runs batches through the driver.
+
+  ``sample_seconds`` holds the C-measured time of every ``qdarts_infer`` call of the last batch
+  (``clock()``: CPU time of one sample, without process start and file I/O).
+  """
+
+  def __init__(self, path: Path) -> None:
+    import tempfile  # noqa: PLC0415
+
+    from qdarts.export.c_export import build_c_runner  # noqa: PLC0415
+
+    self.folder, manifest = _c_manifest(path)
+    self.scale = float(manifest["input"]["scale"])
+    self.qmax = 2 ** int(manifest["input"]["bits"]) - 1
+    self._tmp = tempfile.TemporaryDirectory(prefix="qdarts_eval_c_")
+    try:
+      self.executable = build_c_runner(self.folder, Path(self._tmp.name) / "qdarts_run")
+    except (RuntimeError, OSError, KeyError, ValueError) as e:
+      first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+      raise ConfigError(f"{self.folder}: cannot build the C export ({first})") from None
+    self.sample_seconds: list[float] = []
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    from qdarts.export.c_export import run_c_runner  # noqa: PLC0415
+
+    codes = np.clip(np.round(np.asarray(x, np.float64) / self.scale), 0, self.qmax)
+    result = run_c_runner(self.executable, codes.astype(np.uint8), timed=True)
+    self.sample_seconds = list(result.seconds)
+    return result.logits
+
+
+RUNTIMES: dict[str, Runtime] = {
+  ".onnx": Runtime("onnxruntime", _onnx_metadata, _onnx_runner),
+  ".tflite": Runtime("litert", _tflite_metadata, _tflite_runner),
+  "manifest": Runtime("c reference (system cc)", _c_metadata, _CRunner),
+}
 
 
 def runtime_for(path: Path) -> Runtime:
@@ -121,6 +215,8 @@ def evaluate(
   run = runtime.runner(path)
   try:
     run(x[:1])
+  except ConfigError:
+    raise
   except Exception as e:  # the runtime's own error type: a model for other inputs
     raise ConfigError(
       f"{path}: {runtime.name} cannot run it on {data.name} inputs of shape "
@@ -133,7 +229,10 @@ def evaluate(
       f"{data.name} has {data.num_classes} classes"
     )
   times = []
-  for i in range(min(latency_samples, len(x))):
+  if isinstance(run, _CRunner):  # timed inside C: a process per sample would time the OS
+    run(x[:latency_samples])
+    times = run.sample_seconds
+  for i in range(min(latency_samples, len(x)) if not times else 0):
     t0 = time.perf_counter()
     run(x[i : i + 1])
     times.append(time.perf_counter() - t0)

@@ -292,7 +292,7 @@ def run(
       f"ONNX Runtime test accuracy {accuracies['onnx_runtime']:.4f} (agrees with fake-quant "
       f"on {accuracies['prediction_agreement']:.2%} of samples)"
     )
-  except NotAChain as err:  # residual adds, cells: the chain exporter cannot write them yet
+  except NotAChain as err:  # DARTS cells: the chain exporter cannot write them yet
     export_skipped = f"ONNX export skipped: {err}"
     summary = export_skipped
   timings["export_s"] = time.perf_counter() - t0

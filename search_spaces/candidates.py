@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import jax
 from flax import nnx
 
+from quant import mix_activation
 from search_spaces.ops import QConv
 
 
@@ -101,8 +102,9 @@ class MBConvOp(nnx.Module):
   """Inverted residual block (MobileNetV2, as searched by FBNet and ProxylessNAS).
 
   1×1 expand to ``e·cin`` + ReLU (omitted when ``e == 1``), k×k depthwise (stride s) + ReLU,
-  1×1 project to ``cout`` without ReLU, and ``y = x + project(…)`` when ``residual``
-  (stride 1 and ``cin == cout``).
+  1×1 project to ``cout`` without ReLU, and ``y = Q(x) + project(…)`` when ``residual``
+  (stride 1 and ``cin == cout``), Q(x) being the block input as the first conv quantizes it
+  (:meth:`skip`).
 
   .. note:: Every quantized layer here quantizes its input with an *unsigned* quantizer, so
     the negative part of the linear bottleneck (and of the residual sum) is cut to 0 where the
@@ -149,7 +151,17 @@ class MBConvOp(nnx.Module):
     h = x
     for conv in self.convs:
       h = conv(h, w_probs, a_probs)
-    return x + h if self.residual else h
+    return self.skip(x, a_probs) + h if self.residual else h
+
+  def skip(self, x: jax.Array, a_probs: jax.Array) -> jax.Array:
+    """What the residual add adds: the block input as the first conv quantizes it.
+
+    A deployed model holds the block input only as those activation codes (an integer runtime
+    has no float copy of it), so training adds the same quantized tensor, not the float ``x``:
+    the fake-quant model and the exported one then compute the same sum.
+    """
+    first = self.convs[0]
+    return mix_activation(x, first.a_steps[...], a_probs, first.a_bits)
 
 
 _MBCONV_NAME = re.compile(r"mb(\d+)x(\d+)_e(\d+)")

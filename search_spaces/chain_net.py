@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from hwcost import LayerSpec
-from search_spaces.base import Choice, NotAChain, Probs
+from search_spaces.base import Choice, Probs
 from search_spaces.candidates import build_chain_op, has_residual, op_fits
 from search_spaces.ops import QAvgPool, QConv, QDense
 
@@ -241,7 +241,10 @@ class ChainNet(nnx.Module):
         h = x
         for conv in op.convs:
           h = _calibrated(conv, h)
-        outs.append(x + h if has_residual(op) else h)
+        if has_residual(op):  # the first conv's steps are calibrated by now
+          n_a = len(op.convs[0].a_bits)
+          h = op.skip(x, jnp.full(n_a, 1 / n_a)) + h
+        outs.append(h)
       x = sum(outs) / len(outs)
     if self.head_conv is not None:
       x = _calibrated(self.head_conv, x)
@@ -268,21 +271,28 @@ class ChainNet(nnx.Module):
   def quantized_layers(self, op_names: Sequence[str]) -> list[tuple[str, nnx.Module]]:
     """The SubNet's quantized modules in execution order, named: QConv…, QAvgPool, QDense.
 
-    Raises:
-      NotAChain: if a chosen op has a residual add (the chain exporter cannot write adds).
+    After the convs of an op with a residual add comes ``("<point>.<op>.add",
+    ResidualAdd(skip="<point>.<op>.<first conv>"))``: add that conv's input (the block input)
+    to the last conv's output.
     """
     named = [("stem", self.stem)]
     for l, (ops, idx) in enumerate(zip(self.layers, self.op_index, strict=True)):
       (op,), (o,) = ops, idx
+      prefix = f"{self.choice_names[l]}.{op_names[o]}"
+      named += [(f"{prefix}.{conv.name}", conv) for conv in op.convs]
       if has_residual(op):
-        raise NotAChain(
-          f"{self.choice_names[l]}: {op_names[o]} adds its input to its output (a residual "
-          "add); the chain exporter cannot write residual adds yet"
-        )
-      named += [(f"{self.choice_names[l]}.{op_names[o]}.{conv.name}", conv) for conv in op.convs]
+        named.append((f"{prefix}.add", ResidualAdd(skip=f"{prefix}.{op.convs[0].name}")))
     if self.head_conv is not None:
       named.append(("head.conv1x1", self.head_conv))
     return [*named, ("pool", self.pool), ("head.fc", self.head)]
+
+
+@dataclass(frozen=True)
+class ResidualAdd:
+  """A residual add in :meth:`ChainNet.quantized_layers`: the previous layer's output plus the
+  input of the earlier layer named ``skip`` (the float sum that the next quantizer reads)."""
+
+  skip: str
 
 
 def _built_ops(layout: ChainLayout, l: int, choice: Choice | None) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ from qdarts.export.integer_model import (
   to_integer_chain,
 )
 from qdarts.export.ir import (
+  QAdd,
   QConv,
   QGlobalAvgPool,
   QLinear,
@@ -20,12 +21,14 @@ from qdarts.export.ir import (
   bias_codes,
   bias_scale,
   reference_forward,
+  residual_step,
   validate_chain,
 )
 from qdarts.export.onnx import build_model, export_onnx, run_onnx
 
 __all__ = [
   "IntegerChain",
+  "QAdd",
   "QConv",
   "QGlobalAvgPool",
   "QLinear",
@@ -39,6 +42,7 @@ __all__ = [
   "integer_trace",
   "quantize_input",
   "reference_forward",
+  "residual_step",
   "run_onnx",
   "to_integer_chain",
   "validate_chain",

@@ -5,7 +5,8 @@
 - ``model.h``: ``extern const qdarts_model <symbol>;`` and size macros (``<SYMBOL>_INPUT_BYTES``,
   ``_NUM_CLASSES``, ``_SCRATCH_BYTES``, ``_TRACE_BYTES``, ``_INPUT_H``/``_W``/``_C``);
 - ``model.c``: per layer the packed weight codes (uint8), int32 bias codes, int32 fixed-point
-  multipliers and shifts per output channel, and the ``qdarts_layer`` descriptor table;
+  multipliers and shifts per output channel (a residual add: three, for its skip input, its
+  input and its output), and the ``qdarts_layer`` descriptor table;
 - ``qdarts_infer.h`` / ``qdarts_infer.c`` (with ``runtime=True``): the portable C99 reference
   inference from ``c_runtime/``, which runs the table on uint8 input codes and computes exactly
   the integers of :func:`~qdarts.export.integer_model.integer_trace`;
@@ -36,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from qdarts.export.integer_model import (
+  IntAdd,
   IntConv,
   IntegerChain,
   IntGlobalAvgPool,
@@ -60,7 +62,9 @@ _RESERVED = {  # the runtime's own names and the C99 keywords a symbol must not 
   "volatile", "while",
 }  # fmt: skip
 _OPS = {IntConv: "QDARTS_OP_CONV", IntGlobalAvgPool: "QDARTS_OP_GLOBAL_AVG_POOL",
-        IntLinear: "QDARTS_OP_LINEAR"}  # fmt: skip
+        IntLinear: "QDARTS_OP_LINEAR", IntAdd: "QDARTS_OP_ADD"}  # fmt: skip
+_OP_NAMES = {IntConv: "conv", IntGlobalAvgPool: "global_avg_pool", IntLinear: "linear",
+             IntAdd: "add"}  # fmt: skip
 _ROUNDING = {"single": "QDARTS_ROUNDING_SINGLE", "double": "QDARTS_ROUNDING_DOUBLE"}
 
 
@@ -158,6 +162,12 @@ class _LayerArrays:
 
 def _arrays(layer) -> _LayerArrays:
   weights = bias = multiplier = shift = None
+  if isinstance(layer, IntAdd):  # (skip, input, output) fixed-point pairs
+    multiplier = np.array(
+      [layer.skip_multiplier, layer.in_multiplier, layer.requant.multiplier[0]], np.int32
+    )
+    shift = np.array([layer.skip_shift, layer.in_shift, layer.requant.shift[0]], np.int32)
+    return _LayerArrays(None, None, multiplier, shift)
   if not isinstance(layer, IntGlobalAvgPool):
     weights = pack_weight_codes(layer.weight, container_bits(layer.w_bits))
     bias = layer.bias
@@ -171,11 +181,13 @@ def _shapes(layer) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     return layer.in_shape, layer.out_shape
   if isinstance(layer, IntGlobalAvgPool):
     return layer.in_shape, (1, 1, layer.in_shape[2])
+  if isinstance(layer, IntAdd):
+    return layer.shape, layer.shape
   cout, cin = layer.weight.shape
   return (1, 1, cin), (1, 1, cout)
 
 
-def _descriptor(index: int, layer, arrays: _LayerArrays) -> str:
+def _descriptor(index: int, layer, arrays: _LayerArrays, save_input: bool) -> str:
   (ih, iw, ic), (oh, ow, oc) = _shapes(layer)
   fields = {
     "name": _c_string(layer.name),
@@ -184,7 +196,8 @@ def _descriptor(index: int, layer, arrays: _LayerArrays) -> str:
     "kernel_h": 0, "kernel_w": 0, "stride": 1, "pad_top": 0, "pad_left": 0, "groups": 1,
     "w_bits": 0, "w_container_bits": 0,
     "in_max": 2**layer.in_bits - 1,
-    "out_min": 0, "out_max": 0,
+    "out_min": 0, "out_max": 0, "out_zero_point": 0, "in_zero_point": 0, "skip_layer": 0,
+    "save_input": int(save_input),
     "weights": "NULL", "bias": "NULL", "multiplier": "NULL", "shift": "NULL",
   }  # fmt: skip
   if isinstance(layer, IntConv):
@@ -196,10 +209,16 @@ def _descriptor(index: int, layer, arrays: _LayerArrays) -> str:
       pad_left=layer.padding[1][0],
       groups=layer.groups,
     )
-  if not isinstance(layer, IntGlobalAvgPool):
+  if isinstance(layer, IntConv | IntLinear):
     fields.update(w_bits=layer.w_bits, w_container_bits=container_bits(layer.w_bits))
+  if isinstance(layer, IntAdd):
+    fields.update(in_zero_point=layer.in_zero_point, skip_layer=layer.skip)
   if not isinstance(layer, IntLinear):
-    fields.update(out_max=layer.requant.out_max)
+    fields.update(
+      out_min=layer.requant.out_min,
+      out_max=layer.requant.out_max,
+      out_zero_point=layer.requant.zero_point,
+    )
   for field in dataclasses.fields(arrays):
     if getattr(arrays, field.name) is not None:
       fields[field.name] = f"l{index}_{field.name}"
@@ -208,13 +227,22 @@ def _descriptor(index: int, layer, arrays: _LayerArrays) -> str:
 
 
 def _buffer_sizes(ichain: IntegerChain) -> dict[str, int]:
-  """Activation buffer sizes in bytes: the input, two scratch buffers, the trace."""
+  """Activation buffer sizes in bytes: the input, one scratch buffer, the scratch (two
+  buffers, three when a residual add keeps a layer's input), the trace."""
   outputs = [int(np.prod(_shapes(layer)[1])) for layer in ichain.layers[:-1]]
+  saved = [int(np.prod(_shapes(ichain.layers[i])[0])) for i in _saved_inputs(ichain)]
+  buffer = max(outputs + saved)
   return {
     "input_bytes": int(np.prod(ichain.input_shape)),
-    "scratch_bytes": 2 * max(outputs),
+    "buffer_bytes": buffer,
+    "scratch_bytes": (3 if saved else 2) * buffer,
     "trace_bytes": sum(outputs),
   }
+
+
+def _saved_inputs(ichain: IntegerChain) -> set[int]:
+  """Indices of the layers whose input a later residual add reads."""
+  return {layer.skip for layer in ichain.layers if isinstance(layer, IntAdd)}
 
 
 def render_c(ichain: IntegerChain, symbol: str = DEFAULT_SYMBOL) -> tuple[str, str]:
@@ -272,7 +300,7 @@ extern const qdarts_model {symbol};
       if values is not None:
         ints = [_c_int32(v) for v in values.tolist()]
         parts.append(_c_array("int32_t", f"l{index}_{key}", ints, 6))
-    descriptors.append(_descriptor(index, layer, arrays))
+    descriptors.append(_descriptor(index, layer, arrays, index in _saved_inputs(ichain)))
   scales = [_c_float(v) for v in ichain.layers[-1].logit_scale.tolist()]
   parts.append(_c_array("float", "logit_scale", scales, 4))
   parts.append(
@@ -287,6 +315,7 @@ extern const qdarts_model {symbol};
     f"  .rounding = {_ROUNDING[ichain.rounding]},\n"
     f"  .num_classes = {ichain.num_classes},\n"
     f"  .input_bytes = {sizes['input_bytes']},\n"
+    f"  .buffer_bytes = {sizes['buffer_bytes']},\n"
     f"  .scratch_bytes = {sizes['scratch_bytes']},\n"
     f"  .trace_bytes = {sizes['trace_bytes']},\n"
     f"  .input_scale = {_c_float(ichain.layers[0].in_scale)},\n"
@@ -303,13 +332,15 @@ def _layer_record(layer) -> dict:
   arrays = _arrays(layer)
   record = {
     "name": layer.name,
-    "op": {IntConv: "conv", IntGlobalAvgPool: "global_avg_pool", IntLinear: "linear"}[type(layer)],
+    "op": _OP_NAMES[type(layer)],
     "in_shape": list(in_shape),
     "out_shape": list(out_shape),
     "in_bits": layer.in_bits,
     "in_scale": layer.in_scale,
-    "in_zero_point": 0,
+    "in_zero_point": getattr(layer, "in_zero_point", 0),
   }
+  if isinstance(layer, IntAdd):
+    record.update(skip=layer.skip, skip_scale=layer.skip_scale, left_shift=layer.left_shift)
   if isinstance(layer, IntConv):
     record.update(
       kernel=list(layer.weight.shape[1:3]),
@@ -317,10 +348,11 @@ def _layer_record(layer) -> dict:
       padding=[list(side) for side in layer.padding],
       groups=layer.groups,
     )
-  if not isinstance(layer, IntGlobalAvgPool):
+  if isinstance(layer, IntConv | IntLinear):
     record.update(w_bits=layer.w_bits, w_container_bits=container_bits(layer.w_bits))
   if not isinstance(layer, IntLinear):
     record["out_bits"] = int(layer.requant.out_max).bit_length()
+    record["out_zero_point"] = int(layer.requant.zero_point)
   record.update(
     weight_bytes=0 if arrays.weights is None else int(arrays.weights.nbytes),
     bias_bytes=0 if arrays.bias is None else int(arrays.bias.nbytes),
@@ -470,20 +502,26 @@ class CRunResult:
     accumulators: int32 ``(N, num_classes)`` of the final linear.
     logits: float32 ``(N, num_classes)``, ``accumulators · logit_scale``.
     trace: uint8 ``(N, trace_bytes)``: every non-final layer's output codes, concatenated.
+    seconds: float64 ``(N,)`` time of each ``qdarts_infer`` call, measured in C (with
+      ``timed=True``; else empty).
   """
 
   accumulators: np.ndarray
   logits: np.ndarray
   trace: np.ndarray
+  seconds: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
-def run_c_runner(executable: str | os.PathLike, codes: np.ndarray) -> CRunResult:
+def run_c_runner(
+  executable: str | os.PathLike, codes: np.ndarray, *, timed: bool = False
+) -> CRunResult:
   """Runs a driver from :func:`build_c_runner` on a batch of uint8 input codes.
 
   Args:
     executable: the compiled driver.
     codes: uint8 ``(N, H, W, C)`` input codes (from
       :func:`~qdarts.export.integer_model.quantize_input`).
+    timed: also return each sample's inference time, measured by the driver.
 
   Returns:
     The :class:`CRunResult`.
@@ -497,11 +535,13 @@ def run_c_runner(executable: str | os.PathLike, codes: np.ndarray) -> CRunResult
     tmp = Path(tmp)
     (tmp / "input.u8").write_bytes(codes.tobytes())
     paths = [tmp / "input.u8", tmp / "output.bin", tmp / "trace.u8"]
+    paths += [tmp / "times.f64"] if timed else []
     result = subprocess.run([str(executable), *map(str, paths)], capture_output=True, text=True)
     if result.returncode != 0:
       raise RuntimeError(f"{executable} failed ({result.returncode}): {result.stderr.strip()}")
     output = np.frombuffer((tmp / "output.bin").read_bytes(), np.uint8).reshape(n, 2, -1)
     trace = np.frombuffer((tmp / "trace.u8").read_bytes(), np.uint8).reshape(n, -1)
+    seconds = np.frombuffer((tmp / "times.f64").read_bytes(), "<f8") if timed else np.zeros(0)
   accumulators = output[:, 0].copy().view("<i4").astype(np.int32)
   logits = output[:, 1].copy().view("<f4").astype(np.float32)
-  return CRunResult(accumulators, logits, trace.copy())
+  return CRunResult(accumulators, logits, trace.copy(), seconds.astype(np.float64))

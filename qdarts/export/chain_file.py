@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from qdarts.errors import ConfigError
-from qdarts.export.ir import QConv, QGlobalAvgPool, QLinear, QuantizedChain, validate_chain
+from qdarts.export.ir import QAdd, QConv, QGlobalAvgPool, QLinear, QuantizedChain, validate_chain
 from qdarts.run_dir import atomic_write_bytes
 
 FORMAT = "qdarts.chain/1"
-_KINDS = {"conv": QConv, "pool": QGlobalAvgPool, "linear": QLinear}
+_KINDS = {"conv": QConv, "pool": QGlobalAvgPool, "linear": QLinear, "add": QAdd}
 _ARRAYS = ("weight", "bias", "w_step")
 
 

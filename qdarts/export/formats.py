@@ -16,7 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from qdarts.errors import ConfigError
-from qdarts.export.c_export import build_c_runner, export_c, find_c_compiler, run_c_runner
+from qdarts.export.c_export import (
+  build_c_runner,
+  export_c,
+  find_c_compiler,
+  render_c,
+  run_c_runner,
+)
 from qdarts.export.integer_model import (
   IntegerChain,
   integer_forward,
@@ -25,6 +31,7 @@ from qdarts.export.integer_model import (
   to_integer_chain,
 )
 from qdarts.export.ir import QuantizedChain
+from qdarts.export.onnx import build_model as build_onnx
 from qdarts.export.onnx import export_onnx, run_onnx
 
 FORMATS = ("onnx", "tflite", "c")
@@ -86,17 +93,41 @@ _WRITERS: dict[str, Callable[[QuantizedChain, Path], object]] = {
 _VERIFIERS = {"onnx": _verify_onnx, "tflite": _verify_tflite, "c": _verify_c}
 
 
-def _write_tflite(chain: QuantizedChain, path: Path):
+def _tflite_module():
   try:
-    from qdarts.export.tflite import export_tflite  # noqa: PLC0415
+    from qdarts.export import tflite  # noqa: PLC0415
   except ImportError as e:
     raise ConfigError(
       f"--format tflite needs LiteRT: pip install 'qdarts[tflite]' ({e.name} is missing)"
     ) from None
-  return export_tflite(chain, path)
+  return tflite
+
+
+def _write_tflite(chain: QuantizedChain, path: Path):
+  return _tflite_module().export_tflite(chain, path)
 
 
 _WRITERS["tflite"] = _write_tflite
+_BUILDERS: dict[str, Callable[[QuantizedChain], object]] = {
+  "onnx": build_onnx,
+  "tflite": lambda chain: _tflite_module().build_model(chain),
+  "c": lambda chain: render_c(to_integer_chain(chain)),
+}
+
+
+def check_formats(chain: QuantizedChain, formats) -> None:
+  """Builds every format in memory, writing nothing: a format that cannot express the chain
+  (an op it has no kernel for, a layer kind it does not know) fails here, before any file of
+  any format is written.
+
+  Raises:
+    ConfigError: ``--format FMT: <the writer's message, naming the layer>``.
+  """
+  for fmt in formats:
+    try:
+      _BUILDERS[fmt](chain)
+    except ValueError as e:  # the chain breaks a rule of this format (the message names it)
+      raise ConfigError(f"--format {fmt}: {' '.join(str(e).split())}") from None
 
 
 def parse_formats(spec: str) -> tuple[str, ...]:
@@ -121,16 +152,18 @@ def export_and_verify(
     ...}}``.
 
   Raises:
-    ConfigError: a format cannot express this SubNet (named), or its runtime is missing.
+    ConfigError: a format cannot express this SubNet (named), or its runtime is missing; then
+      nothing is written (:func:`check_formats` runs first).
   """
-  ichain = to_integer_chain(chain)
+  check_formats(chain, formats)
+  try:
+    ichain = to_integer_chain(chain)
+  except ValueError as e:  # e.g. an int32 accumulator that could overflow (named)
+    raise ConfigError(f"integer model: {' '.join(str(e).split())}") from None
   results = {}
   for fmt in formats:
     path = Path(out_dir) / ARTIFACT[fmt]
-    try:
-      _WRITERS[fmt](chain, path)
-    except ValueError as e:  # the chain breaks a rule of this format (the message names it)
-      raise ConfigError(f"--format {fmt}: {e}") from None
+    _WRITERS[fmt](chain, path)
     results[fmt] = {"path": ARTIFACT[fmt], **_VERIFIERS[fmt](path, ichain, x_verify, chain)}
   return results
 
@@ -166,6 +199,7 @@ def export_run(run_dir: str | Path, formats, data_dir: str | None = None) -> dic
       "its SubNet is not a chain)"
     )
   chain = load_chain(run_dir / "subnet.npz")
+  check_formats(chain, formats)  # before loading the data: a refused format fails fast
   results = export_and_verify(chain, run_dir, formats, verification_inputs(chain, data_dir))
   result_path = run_dir / "result.json"
   if result_path.exists():

@@ -19,6 +19,9 @@ range per output channel, as in :mod:`qdarts.export.ir`):
 - ``IntGlobalAvgPool``: ``sum[c] = Σ_{h,w} x_q`` in int32, then requantization with
   :math:`M = s_{in} / (H W s')`: the division by ``H·W`` is folded into the multiplier, so
   the mean is rounded once (no integer division).
+- ``IntAdd`` (a residual add): TFLite's int8 ADD on the previous conv's output (signed int8,
+  held as uint8 with zero point 128; that conv requantizes to it) and the input codes of an
+  earlier layer (:func:`add_codes`), requantized to the next layer's input codes.
 - ``IntLinear`` (last): ``acc[c] = b[c] + Σ_i x_q[i] w_q[i, c]`` in int32. This is the model's
   integer output; the logits are ``acc[c] · s_in·s_w[c]`` (the bias is already in ``acc``).
   :func:`integer_forward` returns those float logits, :func:`integer_trace` the accumulators.
@@ -63,6 +66,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from qdarts.export.ir import (
+  QAdd,
   QConv,
   QGlobalAvgPool,
   QLinear,
@@ -88,13 +92,19 @@ class Requantizer:
     multiplier: int32 ``(c,)``, each 0 or in ``[2^30, 2^31)``.
     shift: int32 ``(c,)`` exponents in ``[-31, 30]``; ``M ≈ multiplier · 2^(shift − 31)``.
     real: float64 ``(c,)``, the real multiplier M the pair approximates (for reports).
-    out_max: the next quantizer's ``2^b − 1``; outputs are clamped to ``[0, out_max]``.
+    out_max: the largest output code (the next quantizer's ``2^b − 1``).
+    zero_point: added after the multiplication: 0 for the unsigned quantizers, 128 for the
+      signed input of a :class:`IntAdd` held as uint8 (``code − 128`` is the int8 value).
+    out_min: the smallest output code: 0, or ``zero_point`` when a ReLU precedes a signed
+      quantizer. Outputs are ``clip(MBQM(acc) + zero_point, out_min, out_max)``.
   """
 
   multiplier: np.ndarray
   shift: np.ndarray
   real: np.ndarray
   out_max: int
+  zero_point: int = 0
+  out_min: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,12 +187,58 @@ class IntLinear:
   logit_scale: np.ndarray
 
 
-IntLayer = IntConv | IntGlobalAvgPool | IntLinear
+@dataclasses.dataclass(frozen=True)
+class IntAdd:
+  """An integer residual add, TFLite's int8 ADD in the code domain (see :func:`add_codes`).
+
+  Inputs: the previous layer's output ``h`` as uint8 codes with zero point 128 (the int8 value
+  ``h − 128`` of step ``in_scale``), and the input codes of layer ``skip`` (zero point 0, step
+  ``skip_scale``). With ``S = 2·max(in_scale, skip_scale)``, each input is shifted left by
+  ``left_shift`` and multiplied by ``its scale / S`` (a fixed-point pair), the two are summed and
+  the sum is requantized by ``S / (2^left_shift · s_next)`` to the next layer's codes.
+
+  Attributes:
+    name: the layer's name in the chain.
+    skip: index of the layer whose input codes are added.
+    shape: ``(H, W, C)`` of both inputs and the output.
+    in_scale: float32 step of the signed input ``h``.
+    in_zero_point: 128.
+    in_bits: 8.
+    skip_scale: float32 step of the skip codes.
+    skip_bits: bits of the skip codes.
+    left_shift: 20, as TFLite's int8 ADD.
+    in_multiplier, in_shift: the fixed-point ``in_scale / S``.
+    skip_multiplier, skip_shift: the fixed-point ``skip_scale / S``.
+    requant: the sum → the next layer's input codes (``M = S / (2^left_shift · s_next)``).
+  """
+
+  name: str
+  skip: int
+  shape: tuple[int, int, int]
+  in_scale: float
+  in_zero_point: int
+  in_bits: int
+  skip_scale: float
+  skip_bits: int
+  left_shift: int
+  in_multiplier: int
+  in_shift: int
+  skip_multiplier: int
+  skip_shift: int
+  requant: Requantizer
+
+
+ADD_LEFT_SHIFT = 20
+"""TFLite's left shift of int8 ADD inputs (``data->left_shift = 20``)."""
+SIGNED_ZERO_POINT = 128
+"""The uint8 zero point of a signed int8 quantizer (an :class:`IntAdd` input)."""
+
+IntLayer = IntConv | IntGlobalAvgPool | IntLinear | IntAdd
 
 
 @dataclasses.dataclass(frozen=True)
 class IntegerChain:
-  """What an integer runtime stores for a chain: ``IntConv* → IntGlobalAvgPool → IntLinear``.
+  """What an integer runtime stores: ``(IntConv | IntAdd)* → IntGlobalAvgPool → IntLinear``.
 
   Build it with :func:`to_integer_chain`. The input is quantized by the first layer's input
   quantizer (``in_scale``, ``in_bits``, zero point 0): see :func:`quantize_input`.
@@ -208,7 +264,8 @@ class IntegerTrace:
 
   Attributes:
     codes: uint8 input codes of every layer, in layer order: ``codes[0]`` is the quantized
-      model input ``(N, H, W, C)``, ``codes[i]`` the output of layer ``i − 1``.
+      model input ``(N, H, W, C)``, ``codes[i]`` the output of layer ``i − 1`` (zero point 0,
+      or 128 where layer ``i`` is an :class:`IntAdd`).
     accumulators: int32 ``(N, num_classes)`` of the final linear (bias included).
   """
 
@@ -303,18 +360,24 @@ def multiply_by_quantized_multiplier(
 
 
 def requantize(acc: np.ndarray, requant: Requantizer, rounding: str = "single") -> np.ndarray:
-  """``clip(MBQM(acc[..., c], M[c]), 0, out_max)`` as uint8; channels on the last axis."""
+  """``clip(MBQM(acc[..., c], M[c]) + zp, out_min, out_max)`` as uint8; channels last."""
   y = multiply_by_quantized_multiplier(acc, requant.multiplier, requant.shift, rounding)
-  return np.clip(y, 0, requant.out_max).astype(np.uint8)
+  y = y.astype(np.int64) + requant.zero_point
+  return np.clip(y, requant.out_min, requant.out_max).astype(np.uint8)
 
 
-def _requantizer(real: np.ndarray, out_bits: int) -> Requantizer:
+def _requantizer(real: np.ndarray, out_bits: int, *, signed: bool = False, relu: bool = False):
+  """Per-channel fixed point of ``real`` to an unsigned ``out_bits`` quantizer, or to the
+  signed int8 input of an add (uint8 codes, zero point 128; ``relu`` clamps at the zero point)."""
   pairs = [quantize_multiplier(float(m)) for m in np.asarray(real, np.float64)]
+  zero_point = SIGNED_ZERO_POINT if signed else 0
   return Requantizer(
     multiplier=np.array([m for m, _ in pairs], np.int32),
     shift=np.array([s for _, s in pairs], np.int32),
     real=np.asarray(real, np.float64),
-    out_max=act_qrange(out_bits)[1],
+    out_max=255 if signed else act_qrange(out_bits)[1],
+    zero_point=zero_point,
+    out_min=zero_point if relu else 0,
   )
 
 
@@ -359,7 +422,7 @@ def _conv_out_shape(layer: QConv, in_shape: tuple[int, int, int]) -> tuple[int, 
   )
 
 
-def _int_conv(layer: QConv, nxt: QConv | QGlobalAvgPool, in_shape: tuple[int, int, int]) -> IntConv:
+def _int_conv(layer: QConv, nxt: QConv | QGlobalAvgPool | QAdd, in_shape) -> IntConv:
   weight = weight_codes(layer.weight, layer.w_step, layer.w_bits).transpose(3, 0, 1, 2)
   bias = _int32_bias(layer)
   _check_accumulator(layer, weight, bias)
@@ -377,8 +440,53 @@ def _int_conv(layer: QConv, nxt: QConv | QGlobalAvgPool, in_shape: tuple[int, in
     stride=int(layer.stride),
     padding=tuple(tuple(int(p) for p in side) for side in layer.padding),
     groups=int(layer.groups),
-    requant=_requantizer(real, nxt.a_bits),
+    requant=_requantizer(real, nxt.a_bits, signed=isinstance(nxt, QAdd), relu=bool(layer.relu)),
   )
+
+
+def _int_add(layer: QAdd, skip: QConv, nxt, shape: tuple[int, int, int]) -> IntAdd:
+  """TFLite's int8 ADD parameters (``PrepareGeneralSubOp``): scales in double from float32."""
+  in_scale, skip_scale = _f64(layer.in_step), _f64(skip.in_step)
+  twice_max = 2 * max(float(in_scale), float(skip_scale))
+  in_m, in_s = quantize_multiplier(float(in_scale) / twice_max)
+  skip_m, skip_s = quantize_multiplier(float(skip_scale) / twice_max)
+  real = twice_max / ((1 << ADD_LEFT_SHIFT) * float(_f64(nxt.in_step)))
+  return IntAdd(
+    name=layer.name,
+    skip=int(layer.skip),
+    shape=shape,
+    in_scale=float(np.float32(layer.in_step)),
+    in_zero_point=SIGNED_ZERO_POINT,
+    in_bits=8,
+    skip_scale=float(np.float32(skip.in_step)),
+    skip_bits=int(skip.a_bits),
+    left_shift=ADD_LEFT_SHIFT,
+    in_multiplier=in_m,
+    in_shift=in_s,
+    skip_multiplier=skip_m,
+    skip_shift=skip_s,
+    requant=_requantizer(np.full(shape[2], real), nxt.a_bits),
+  )
+
+
+def add_codes(
+  layer: IntAdd, h: np.ndarray, skip: np.ndarray, rounding: str = "single"
+) -> np.ndarray:
+  """TFLite's int8 ADD on codes: ``h`` uint8 with zero point 128, ``skip`` uint8 with 0.
+
+  ``y = clip(MBQM(MBQM(s·2^20, m_s) + MBQM((h − 128)·2^20, m_h), M), 0, out_max)`` with every
+  MBQM in ``rounding`` (TFLite's ``MultiplyByQuantizedMultiplierSmallerThanOneExp`` is the
+  double-rounding one). Returns uint8 codes of ``h``'s shape.
+  """
+  scale = np.int64(1) << layer.left_shift
+  a = skip.astype(np.int64) * scale
+  b = (h.astype(np.int64) - layer.in_zero_point) * scale
+  total = multiply_by_quantized_multiplier(
+    a, layer.skip_multiplier, layer.skip_shift, rounding
+  ).astype(np.int64) + multiply_by_quantized_multiplier(
+    b, layer.in_multiplier, layer.in_shift, rounding
+  )
+  return requantize(total, layer.requant, rounding)
 
 
 def _int_pool(
@@ -438,6 +546,8 @@ def to_integer_chain(chain: QuantizedChain, *, rounding: str = "single") -> Inte
     if isinstance(layer, QConv):
       layers.append(_int_conv(layer, nxt, shape))
       shape = layers[-1].out_shape
+    elif isinstance(layer, QAdd):
+      layers.append(_int_add(layer, chain.layers[layer.skip], nxt, shape))
     elif isinstance(layer, QGlobalAvgPool):
       layers.append(_int_pool(layer, nxt, shape))
     else:  # validate_chain: the one QLinear is last
@@ -513,6 +623,8 @@ def integer_trace(chain: QuantizedChain | IntegerChain, x: np.ndarray) -> Intege
     elif isinstance(layer, IntGlobalAvgPool):
       pooled = x_q.astype(np.int64).sum(axis=(1, 2))
       codes.append(requantize(pooled, layer.requant, ichain.rounding))
+    elif isinstance(layer, IntAdd):
+      codes.append(add_codes(layer, x_q, codes[layer.skip], ichain.rounding))
     else:
       acc = x_q.astype(np.int64) @ layer.weight.T.astype(np.int64) + layer.bias
   return IntegerTrace(tuple(codes), np.asarray(acc, np.int32))

@@ -5,7 +5,10 @@ sizes of every quantizer, with the bit-widths the search chose. :func:`reference
 the same network in float numpy with fake quantization; it is the oracle every integer export
 must reproduce. For now the network is a chain (later issues extend it to DAGs):
 
-  ``QConv* → QGlobalAvgPool → QLinear``.
+  ``(QConv | QAdd)* → QGlobalAvgPool → QLinear``,
+
+where a :class:`QAdd` (a residual add) sums the previous conv's output and the quantized input
+of an earlier conv (the block input of an inverted residual block).
 
 Quantizers follow :mod:`quant`: weights are signed, narrow range, per output channel,
 
@@ -103,7 +106,32 @@ class QLinear:
   a_bits: int
 
 
-QLayer = QConv | QGlobalAvgPool | QLinear
+@dataclasses.dataclass(frozen=True)
+class QAdd:
+  """A residual add: ``y = Q_s8(x, s_h) + x̂_skip`` (an inverted residual block's last step).
+
+  Its input ``x`` (the previous convolution's output, which may be negative) is quantized with
+  a *signed* 8-bit quantizer, ``Q_s8(x, s_h) = s_h·clip(round(x / s_h), −128, 127)``; the other
+  summand is the quantized input ``x̂_skip`` of layer ``skip`` (the block's input, as the block's
+  first convolution reads it). The sum goes to the next layer's (unsigned) input quantizer. This
+  is what TFLite ADD and ONNX QLinearAdd compute: both inputs dequantized, summed, requantized.
+
+  Attributes:
+    name: unique layer name.
+    skip: index of the earlier layer whose quantized input is added; its input shape equals
+      this layer's.
+    in_step: the step s_h of the signed quantizer of this layer's input (see
+      :func:`residual_step`).
+    a_bits: bits of that signed quantizer; only 8 (int8, or uint8 with zero point 128).
+  """
+
+  name: str
+  skip: int
+  in_step: float
+  a_bits: int = 8
+
+
+QLayer = QConv | QGlobalAvgPool | QLinear | QAdd
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +139,8 @@ class QuantizedChain:
   """A fixed quantized SubNet that is a chain of layers.
 
   Attributes:
-    layers: ``QConv`` layers, one ``QGlobalAvgPool``, then one ``QLinear`` producing the logits.
+    layers: ``QConv`` / ``QAdd`` layers, one ``QGlobalAvgPool``, then one ``QLinear`` producing
+      the logits.
     input_shape: ``(H, W, C)`` of one NHWC sample.
     num_classes: number of logits; the ``cout`` of the final ``QLinear``.
     metadata: string key/value pairs recorded into exported models (dataset name, …); keys
@@ -129,6 +158,30 @@ def _fake_quant_act(x: np.ndarray, step: float, bits: int) -> np.ndarray:
   qn, qp = act_qrange(bits)
   step = float(np.float32(step))
   return step * np.clip(np.round(np.asarray(x, np.float64) / step), qn, qp)
+
+
+def _fake_quant_signed(x: np.ndarray, step: float) -> np.ndarray:
+  """x̂ = s·clip(round(x/s), −128, 127) in float64 (a :class:`QAdd`'s input quantizer)."""
+  step = float(np.float32(step))
+  return step * np.clip(np.round(np.asarray(x, np.float64) / step), -128, 127)
+
+
+def residual_step(skip: "QLayer", nxt: "QLayer") -> float:
+  """The step of a :class:`QAdd`'s signed int8 input quantizer, chosen without data.
+
+  The fake-quant network adds the float branch output ``h`` to its input; an integer runtime
+  needs ``h`` on an int8 grid. Only ``h ∈ [−x_max, y_max]`` can change the result, with
+  ``x_max = s_skip·(2^b_skip − 1)`` the largest skip value and ``y_max = s_next·(2^b_next − 1)``
+  the largest code of the quantizer after the add (beyond them the sum clips to 0 or to
+  ``y_max`` anyway), so ``s_h = max(x_max / 128, y_max / 127)`` loses no range; its rounding
+  error is up to ``s_h / 2`` (about one step of an 8-bit next quantizer).
+
+  Returns:
+    The float32-representable step s_h.
+  """
+  x_max = float(np.float32(skip.in_step)) * act_qrange(skip.a_bits)[1]
+  y_max = float(np.float32(nxt.in_step)) * act_qrange(nxt.a_bits)[1]
+  return float(np.float32(max(x_max / 128, y_max / 127)))
 
 
 def _fake_quant_weight(w: np.ndarray, step: np.ndarray, bits: int) -> np.ndarray:
@@ -186,7 +239,9 @@ def reference_forward(
 
   - ``QConv``: ``y = conv(Q_{b_a}(x, s_a), Ŵ; stride, padding, groups) + b``, then ReLU if set;
   - ``QGlobalAvgPool``: ``y = mean_{H,W} Q_{b_a}(x, s_a)``;
-  - ``QLinear``: ``y = Q_{b_a}(x, s_a) @ Ŵ + b`` (the logits).
+  - ``QLinear``: ``y = Q_{b_a}(x, s_a) @ Ŵ + b`` (the logits);
+  - ``QAdd``: ``y = Q_s8(x, s_h) + Q_{b_skip}(x_skip, s_skip)``, the skip layer's quantized
+    input (see :class:`QAdd`).
 
   Computed in float64, so the result is the equation itself, free of summation-order error.
 
@@ -211,8 +266,14 @@ def reference_forward(
   x = np.asarray(x_nhwc, np.float64)
   if x.ndim != 4 or x.shape[1:] != tuple(chain.input_shape):
     raise ValueError(f"expected input (N, *{tuple(chain.input_shape)}), got {x.shape}")
+  quantized: list[np.ndarray] = []  # every layer's quantized input (QAdd reads its skip's)
   for layer in chain.layers:
+    if isinstance(layer, QAdd):
+      quantized.append(_fake_quant_signed(x, layer.in_step))
+      x = quantized[-1] + quantized[layer.skip]
+      continue
     xq = _fake_quant_act(x, layer.in_step, layer.a_bits)
+    quantized.append(xq)
     if not isinstance(layer, QGlobalAvgPool):
       bias = _round_bias(layer) if int32_bias else np.asarray(layer.bias, np.float64)
     if isinstance(layer, QConv):
@@ -250,13 +311,20 @@ def validate_chain(chain: QuantizedChain) -> None:
   h, w, c = _check_input_shape(chain.input_shape)
   names: set[str] = set()
   flat = False
+  in_shapes: list[tuple[int, int, int]] = []  # every layer's input (H, W, C)
+  last_add = -1
   for index, layer in enumerate(chain.layers):
     where = f"layer {index} {getattr(layer, 'name', '?')!r}"
-    if not isinstance(layer, QConv | QGlobalAvgPool | QLinear):
+    if not isinstance(layer, QConv | QGlobalAvgPool | QLinear | QAdd):
       raise ValueError(f"{where}: unsupported layer type {type(layer).__name__}")
     if not layer.name or layer.name in names:
       raise ValueError(f"{where}: layer names must be unique and non-empty")
     names.add(layer.name)
+    in_shapes.append((h, w, c))
+    if isinstance(layer, QAdd):
+      _check_add(where, chain.layers, index, last_add, in_shapes, flat)
+      last_add = index
+      continue
     _check_act_quantizer(where, layer.in_step, layer.a_bits)
     if isinstance(layer, QConv):
       if flat:
@@ -281,6 +349,31 @@ def validate_chain(chain: QuantizedChain) -> None:
       raise ValueError(f"metadata must map str to str, got {key!r}: {value!r}")
     if key.startswith("qdarts."):
       raise ValueError(f"metadata key {key!r}: the 'qdarts.' prefix is reserved for the exporter")
+
+
+def _check_add(where, layers, index, last_add, in_shapes, flat) -> None:
+  """A QAdd follows a QConv, adds the input of an earlier QConv of the same shape, and its
+  range ``[skip, index]`` starts after the previous QAdd (one skip tensor alive at a time)."""
+  layer = layers[index]
+  if flat:
+    raise ValueError(f"{where}: a QAdd cannot follow the global average pool")
+  if layer.a_bits != 8 or not (np.isfinite(layer.in_step) and layer.in_step > 0):
+    raise ValueError(f"{where}: a QAdd needs a_bits 8 and a finite positive in_step")
+  if index == 0 or not isinstance(layers[index - 1], QConv):
+    raise ValueError(f"{where}: a QAdd must follow a QConv (it adds to that conv's output)")
+  skip = layer.skip
+  if not isinstance(skip, int | np.integer) or not last_add < skip < index:
+    raise ValueError(
+      f"{where}: skip must index an earlier layer after the previous add, in "
+      f"{last_add + 1}..{index - 1}, got {skip!r}"
+    )
+  if not isinstance(layers[skip], QConv):
+    raise ValueError(f"{where}: skip layer {skip} must be a QConv")
+  if in_shapes[skip] != in_shapes[index]:
+    raise ValueError(
+      f"{where}: skip layer {skip} reads {in_shapes[skip]}, but the add's input is "
+      f"{in_shapes[index]}"
+    )
 
 
 def _check_input_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:

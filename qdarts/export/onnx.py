@@ -22,6 +22,8 @@ Subgraphs, for layer ``L`` with input ``x``::
   QGlobalAvgPool: x → Q(s_a) [→ Clip] → DQ → GlobalAveragePool
   QLinear:        x → Q(s_a) [→ Clip] → DQ → Flatten → Q(s_a) → DQ
                     → Gemm(·, DQ(W), DQ(b); transB=1) → logits
+  QAdd:           x → Q(s_h, uint8 zero point 128) → DQ ┐
+                  (skip layer's input codes) → DQ(s_skip) ┴→ Add
 
 For an all-8-bit chain ORT (``"extended"``) runs ``QuantizeLinear → QLinearConv … →
 QLinearGlobalAveragePool → Flatten → QGemm``: integer from the input quantizer to the logits.
@@ -43,6 +45,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qdarts.export.ir import (
+  QAdd,
   QConv,
   QGlobalAvgPool,
   QLinear,
@@ -90,10 +93,12 @@ class _Graph:
     return name
 
 
-def _act_qdq(g: _Graph, x: str, prefix: str, step: float, bits: int, tag: str = "in") -> str:
-  """x → QuantizeLinear(s, uint8 0) [→ Clip(0, 2^b − 1)] → DequantizeLinear(s, 0)."""
+def _act_qdq(
+  g: _Graph, x: str, prefix: str, step: float, bits: int, tag: str = "in", zero_point: int = 0
+) -> str:
+  """x → QuantizeLinear(s, uint8 z) [→ Clip(0, 2^b − 1)] → DequantizeLinear(s, z)."""
   scale = g.array(f"{prefix}.{tag}_scale", np.float32(step))
-  zero = g.array(f"{prefix}.{tag}_zero_point", np.uint8(0))
+  zero = g.array(f"{prefix}.{tag}_zero_point", np.uint8(zero_point))
   q = g.node("QuantizeLinear", [x, scale, zero], f"{prefix}.{tag}_q")
   if bits < 8:
     qmax = g.array(f"{prefix}.{tag}_qmax", np.uint8(2**bits - 1))
@@ -145,6 +150,19 @@ def _conv(g: _Graph, layer: QConv, x: str) -> str:
   return g.node("Relu", [y], f"{layer.name}.relu") if layer.relu else y
 
 
+def _add(g: _Graph, layer: QAdd, skip: QConv, x: str) -> str:
+  """x → Q(s_h, uint8 128) → DQ, plus a second DQ of the skip layer's input codes, → Add.
+
+  Zero point 128 on uint8 is the signed int8 quantizer of :class:`QAdd` (``q − 128``): all
+  three tensors are uint8, the pattern ORT fuses into ``QLinearAdd`` (``DQ, DQ → Add → Q``).
+  """
+  h = _act_qdq(g, x, layer.name, layer.in_step, 8, zero_point=128)
+  codes = f"{skip.name}.in_clip" if skip.a_bits < 8 else f"{skip.name}.in_q"
+  scale, zero = f"{skip.name}.in_scale", f"{skip.name}.in_zero_point"
+  skip_dq = g.node("DequantizeLinear", [codes, scale, zero], f"{layer.name}.skip_dq")
+  return g.node("Add", [h, skip_dq], f"{layer.name}.add")
+
+
 def _global_avg_pool(g: _Graph, layer: QGlobalAvgPool, x: str) -> str:
   x = _act_qdq(g, x, layer.name, layer.in_step, layer.a_bits)
   return g.node("GlobalAveragePool", [x], f"{layer.name}.gap")  # (N, C, 1, 1)
@@ -182,6 +200,8 @@ def build_model(chain: QuantizedChain) -> onnx.ModelProto:
   for layer in chain.layers:
     if isinstance(layer, QConv):
       x = _conv(g, layer, x)
+    elif isinstance(layer, QAdd):
+      x = _add(g, layer, chain.layers[layer.skip], x)
     elif isinstance(layer, QGlobalAvgPool):
       x = _global_avg_pool(g, layer, x)
     else:  # validate_chain: the one QLinear is last

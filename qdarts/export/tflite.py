@@ -5,7 +5,7 @@ TensorFlow). It is NHWC, like the project: the input ``"input"`` is float32 ``[N
 the output ``"logits"`` float32 ``[N, num_classes]``, both with a dynamic batch
 (``shape_signature`` ``-1``). Between the two every tensor is int8 and every op integer::
 
-  input → QUANTIZE [→ MINIMUM] → ([PAD →] CONV_2D | DEPTHWISE_CONV_2D [→ MINIMUM])*
+  input → QUANTIZE [→ MINIMUM] → ([PAD →] CONV_2D | DEPTHWISE_CONV_2D | ADD [→ MINIMUM])*
         → MEAN [→ MINIMUM] → FULLY_CONNECTED → DEQUANTIZE → logits
 
 Float I/O, so a caller feeds the inputs it gives :func:`~qdarts.export.ir.reference_forward`
@@ -31,6 +31,12 @@ are ``[cout, cin]``, per channel along axis 0. Zero points are 0 (symmetric, nar
 two codes per byte, low nibble first, in the tensor's C order); LiteRT 2.3's builtin CONV_2D,
 DEPTHWISE_CONV_2D and FULLY_CONNECTED all take an INT4 filter (opcode versions 7, 7 and 10).
 Biases are int32 codes ``round(b / (s_a·s_w[c]))`` with per-channel scale ``s_a·s_w[c]``.
+
+Residual adds. A convolution feeding a :class:`~qdarts.export.ir.QAdd` writes a signed int8
+tensor (scale ``s_h``, zero point 0; a fused RELU clamps at its zero point); ADD takes the skip
+layer's input tensor and that one and writes the next quantizer's tensor. LiteRT's int8 ADD is
+the integer model's :func:`~qdarts.export.integer_model.add_codes` (left shift 20, double
+rounding in the builtin kernels).
 
 Pool and logits. The global average pool is MEAN over H and W (int8 in at the pool's step, int8
 out at the classifier's input step; MEAN requantizes between them). The classifier's int8
@@ -70,6 +76,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from qdarts.export.ir import (
+  QAdd,
   QConv,
   QGlobalAvgPool,
   QLinear,
@@ -101,13 +108,15 @@ _TYPE = fb.TensorType
 
 @dataclasses.dataclass(frozen=True)
 class _ActQuant:
-  """An unsigned activation quantizer: step ``s_a`` and bits ``b_a`` (codes ``[0, 2^b − 1]``)."""
+  """An activation quantizer: step ``s_a`` and bits ``b_a``; unsigned (codes ``[0, 2^b − 1]``,
+  int8 zero point −128) or, with ``zero_point=0``, a :class:`QAdd`'s signed int8 input."""
 
   step: float
   bits: int
+  zero_point: int = ACT_ZERO_POINT
 
   def params(self) -> "fb.QuantizationParametersT":
-    return _quantization([self.step], [ACT_ZERO_POINT])
+    return _quantization([self.step], [self.zero_point])
 
   @property
   def qmax(self) -> int:
@@ -285,6 +294,23 @@ def _mean(g: _Graph, layer: QGlobalAvgPool, x: int, shape, out_quant: _ActQuant)
   return _clamp_codes(g, y, layer.name, out_shape, out_quant), out_shape
 
 
+def _add(g: _Graph, layer: QAdd, x: int, skip: int, shape, out_quant: _ActQuant):
+  """ADD of the skip layer's int8 input tensor and ``x`` (int8, zero point 0) → the next
+  quantizer [→ MINIMUM]. TFLite's int8 ADD rescales both inputs and requantizes the sum."""
+  y = g.act(f"{layer.name}.out", shape, out_quant)
+  options = fb.AddOptionsT()
+  options.fusedActivationFunction = fb.ActivationFunctionType.NONE
+  g.op(_OP.ADD, [skip, x], [y], _OPTIONS.AddOptions, options)
+  return _clamp_codes(g, y, layer.name, shape, out_quant), shape
+
+
+def _in_quant(layer) -> _ActQuant:
+  """The quantization of a layer's input tensor."""
+  if isinstance(layer, QAdd):
+    return _ActQuant(layer.in_step, 8, zero_point=0)
+  return _ActQuant(layer.in_step, layer.a_bits)
+
+
 def logit_quantization(layer: QLinear) -> tuple[float, int]:
   """The int8 ``(scale, zero_point)`` of the logits: their reachable interval over 255 steps.
 
@@ -353,10 +379,14 @@ def build_model(chain: QuantizedChain) -> bytes:
   validate_chain(chain)
   g = _Graph()
   x_in, x, shape = _input(g, chain)
+  inputs = []  # the tensor holding each layer's quantized input
   for layer, nxt in zip(chain.layers[:-1], chain.layers[1:], strict=True):
-    out_quant = _ActQuant(nxt.in_step, nxt.a_bits)
+    inputs.append(x)
+    out_quant = _in_quant(nxt)
     if isinstance(layer, QConv):
-      x, shape = _conv(g, layer, x, shape, _ActQuant(layer.in_step, layer.a_bits), out_quant)
+      x, shape = _conv(g, layer, x, shape, _in_quant(layer), out_quant)
+    elif isinstance(layer, QAdd):
+      x, shape = _add(g, layer, x, inputs[layer.skip], shape, out_quant)
     else:  # validate_chain: only convolutions and the one pool come before the QLinear
       x, shape = _mean(g, layer, x, shape, out_quant)
   logits = _linear(g, chain.layers[-1], x)
@@ -367,7 +397,7 @@ def _metadata(chain: QuantizedChain) -> dict:
   layers = []
   for layer in chain.layers:
     row = {"name": layer.name, "w_bits": getattr(layer, "w_bits", None), "a_bits": layer.a_bits}
-    if not isinstance(layer, QGlobalAvgPool):
+    if isinstance(layer, QConv | QLinear):
       row["weights"] = "INT4" if layer.w_bits <= INT4_MAX_BITS else "INT8"
     layers.append(row)
   scale, zero_point = logit_quantization(chain.layers[-1])

@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from qdarts.errors import RunFolderError
 from qdarts.export import (
   QConv,
   QGlobalAvgPool,
@@ -252,7 +253,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     raise OSError("disk full")
 
   monkeypatch.setattr("qdarts.export.onnx.os.replace", fail)
-  with pytest.raises(OSError, match="disk full"):
+  with pytest.raises(RunFolderError, match=r"model\.onnx: cannot write \(OSError\)"):
     export_onnx(make_chain(), path)
   assert list(tmp_path.iterdir()) == []
 

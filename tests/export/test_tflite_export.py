@@ -22,6 +22,7 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (e
 from ai_edge_litert import schema_py_generated as fb  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
+from qdarts.errors import RunFolderError  # noqa: E402
 from qdarts.export import (  # noqa: E402
   QConv,
   QGlobalAvgPool,
@@ -420,7 +421,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     raise OSError("disk full")
 
   monkeypatch.setattr("qdarts.run_dir.os.replace", fail)
-  with pytest.raises(OSError, match="disk full"):
+  with pytest.raises(RunFolderError, match=r"m\.tflite: cannot write \(OSError\)"):
     export_tflite(_chain("all8"), tmp_path / "m.tflite")
   assert list(tmp_path.iterdir()) == []
 

@@ -70,9 +70,10 @@ static int32_t weight_code(const qdarts_layer *layer, size_t i) {
 static uint8_t requantize(const qdarts_layer *layer, int32_t acc, int32_t c, int32_t rounding) {
   int32_t y = qdarts_multiply_by_quantized_multiplier(acc, layer->multiplier[c], layer->shift[c],
                                                       rounding);
-  if (y < layer->out_min) y = layer->out_min;
-  if (y > layer->out_max) y = layer->out_max;
-  return (uint8_t)y;
+  int64_t z = (int64_t)y + layer->out_zero_point;
+  if (z < layer->out_min) z = layer->out_min;
+  if (z > layer->out_max) z = layer->out_max;
+  return (uint8_t)z;
 }
 
 static void run_conv(const qdarts_layer *layer, const uint8_t *x, uint8_t *y, int32_t rounding) {
@@ -130,14 +131,42 @@ static void run_linear(const qdarts_layer *layer, const uint8_t *x, int32_t *acc
   }
 }
 
+/* TFLite's int8 ADD in the code domain (see qdarts_infer.h); multiplier/shift: skip, h, out. */
+static void run_add(const qdarts_layer *layer, const uint8_t *h, const uint8_t *skip, uint8_t *y,
+                    int32_t rounding) {
+  size_t n = (size_t)layer->in_h * (size_t)layer->in_w * (size_t)layer->in_c, i;
+  const int32_t *m = layer->multiplier, *s = layer->shift;
+  for (i = 0; i < n; ++i) {
+    int32_t a = (int32_t)skip[i] * ((int32_t)1 << QDARTS_ADD_LEFT_SHIFT);
+    int32_t b = ((int32_t)h[i] - layer->in_zero_point) * ((int32_t)1 << QDARTS_ADD_LEFT_SHIFT);
+    int64_t sum = (int64_t)qdarts_multiply_by_quantized_multiplier(a, m[0], s[0], rounding) +
+                  (int64_t)qdarts_multiply_by_quantized_multiplier(b, m[1], s[1], rounding);
+    int32_t v = qdarts_multiply_by_quantized_multiplier(saturate_int32(sum), m[2], s[2],
+                                                        rounding);
+    int64_t z = (int64_t)v + layer->out_zero_point;
+    if (z < layer->out_min) z = layer->out_min;
+    if (z > layer->out_max) z = layer->out_max;
+    y[i] = (uint8_t)z;
+  }
+}
+
+static size_t input_bytes(const qdarts_layer *layer) {
+  return (size_t)layer->in_h * (size_t)layer->in_w * (size_t)layer->in_c;
+}
+
 static size_t output_bytes(const qdarts_layer *layer) {
   return (size_t)layer->out_h * (size_t)layer->out_w * (size_t)layer->out_c;
 }
 
 /* Checks what the loop below relies on; 0 when the layer table is consistent. */
 static int check_model(const qdarts_model *model) {
-  int32_t i;
+  int32_t i, buffers = 2;
   if (model->num_layers < 1 || model->layers == NULL) return 1;
+  for (i = 0; i < model->num_layers; ++i) {
+    if (model->layers[i].save_input) buffers = 3;
+  }
+  if (model->buffer_bytes == 0 || model->scratch_bytes / (size_t)buffers < model->buffer_bytes)
+    return 1;
   if (model->rounding != QDARTS_ROUNDING_SINGLE && model->rounding != QDARTS_ROUNDING_DOUBLE)
     return 1;
   for (i = 0; i < model->num_layers; ++i) {
@@ -159,17 +188,26 @@ static int check_model(const qdarts_model *model) {
       if (layer->out_c != layer->in_c) return 1;
     } else if (layer->op == QDARTS_OP_LINEAR) {
       if (layer->in_h != 1 || layer->in_w != 1 || layer->out_c != model->num_classes) return 1;
+    } else if (layer->op == QDARTS_OP_ADD) {
+      const qdarts_layer *skip;
+      if (layer->skip_layer < 0 || layer->skip_layer >= i) return 1;
+      skip = &model->layers[layer->skip_layer];
+      if (!skip->save_input || skip->in_h != layer->in_h || skip->in_w != layer->in_w ||
+          skip->in_c != layer->in_c || layer->out_h != layer->in_h ||
+          layer->out_w != layer->in_w || layer->out_c != layer->in_c)
+        return 1;
     } else {
       return 1;
     }
-    if (layer->op != QDARTS_OP_GLOBAL_AVG_POOL) {
+    if (layer->save_input && input_bytes(layer) > model->buffer_bytes) return 1;
+    if (layer->op == QDARTS_OP_CONV || layer->op == QDARTS_OP_LINEAR) {
       int32_t bits = layer->w_container_bits;
       if (layer->weights == NULL || layer->bias == NULL) return 1;
       if (bits != 8 && bits != 4 && bits != 2) return 1;
     }
     if (!last) {
       if (layer->multiplier == NULL || layer->shift == NULL) return 1;
-      if (output_bytes(layer) > model->scratch_bytes / 2) return 1;
+      if (output_bytes(layer) > model->buffer_bytes) return 1;
     }
   }
   return 0;
@@ -178,6 +216,7 @@ static int check_model(const qdarts_model *model) {
 int qdarts_infer(const qdarts_model *model, const uint8_t *input, uint8_t *scratch,
                  int32_t *accumulators, uint8_t *trace) {
   const uint8_t *x = input;
+  uint8_t *saved;
   size_t half, i, trace_offset = 0;
   int32_t k;
   if (model == NULL || input == NULL || scratch == NULL || accumulators == NULL)
@@ -186,16 +225,20 @@ int qdarts_infer(const qdarts_model *model, const uint8_t *input, uint8_t *scrat
   for (i = 0; i < model->input_bytes; ++i) {
     if (input[i] > model->layers[0].in_max) return QDARTS_ERROR_INPUT_RANGE;
   }
-  half = model->scratch_bytes / 2;
+  half = model->buffer_bytes;
+  saved = scratch + 2 * half; /* only used with residual adds (3 buffers) */
   for (k = 0; k < model->num_layers; ++k) {
     const qdarts_layer *layer = &model->layers[k];
     uint8_t *y = scratch + (size_t)(k % 2) * half;
+    if (layer->save_input) memcpy(saved, x, input_bytes(layer));
     if (layer->op == QDARTS_OP_LINEAR) {
       run_linear(layer, x, accumulators);
       break;
     }
     if (layer->op == QDARTS_OP_CONV) {
       run_conv(layer, x, y, model->rounding);
+    } else if (layer->op == QDARTS_OP_ADD) {
+      run_add(layer, x, saved, y, model->rounding);
     } else {
       run_global_avg_pool(layer, x, y, model->rounding);
     }

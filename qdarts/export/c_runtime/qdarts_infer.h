@@ -14,7 +14,15 @@
  * no input can overflow it); conv and global average pool then requantize per output channel,
  * y = clamp(MBQM(acc, multiplier[c], shift[c]), out_min, out_max), where MBQM is TFLite's
  * MultiplyByQuantizedMultiplier in the model's rounding mode (see qdarts_rounding). The final
- * linear outputs its int32 accumulators; logits = acc * logit_scale[c]. */
+ * linear outputs its int32 accumulators; logits = acc * logit_scale[c].
+ *
+ * A residual add (TFLite's int8 ADD) reads its input h (codes with zero point in_zero_point,
+ * 128: the conv before it writes signed int8 as uint8) and the saved input codes x of layer
+ * skip_layer (zero point 0): with L = QDARTS_ADD_LEFT_SHIFT,
+ *   y = clamp(MBQM(MBQM(x * 2^L, multiplier[0], shift[0])
+ *                  + MBQM((h - in_zero_point) * 2^L, multiplier[1], shift[1]),
+ *                  multiplier[2], shift[2]) + out_zero_point, out_min, out_max).
+ * The skip layer (save_input = 1) copies its input into a third scratch buffer. */
 #ifndef QDARTS_INFER_H_
 #define QDARTS_INFER_H_
 
@@ -34,8 +42,11 @@ extern "C" {
 typedef enum {
   QDARTS_OP_CONV = 1,            /* 2-D convolution, grouped (depthwise when groups == cin) */
   QDARTS_OP_GLOBAL_AVG_POOL = 2, /* int32 sum over H x W, 1/(H*W) folded into the multiplier */
-  QDARTS_OP_LINEAR = 3           /* fully connected; must be the last layer */
+  QDARTS_OP_LINEAR = 3,          /* fully connected; must be the last layer */
+  QDARTS_OP_ADD = 4              /* residual add of the previous output and a saved input */
 } qdarts_op;
+
+#define QDARTS_ADD_LEFT_SHIFT 20
 
 typedef enum {
   /* floor((x * m + 2^(t-1)) / 2^t), t = 31 - shift: TFLITE_SINGLE_ROUNDING=1, XNNPACK, ruy */
@@ -54,10 +65,14 @@ typedef struct {
   int32_t w_container_bits; /* 8, 4 or 2 */
   int32_t in_max;           /* input codes lie in [0, in_max] */
   int32_t out_min, out_max; /* clamp of requantized outputs */
+  int32_t out_zero_point;   /* added to requantized outputs (128 before an add, else 0) */
+  int32_t in_zero_point;    /* add only: the zero point of its input h */
+  int32_t skip_layer;       /* add only: the layer whose (saved) input codes are added */
+  int32_t save_input;       /* 1: a later add reads this layer's input; it is saved */
   const uint8_t *weights;   /* packed codes; NULL for the pool */
   const int32_t *bias;      /* out_c int32 codes; NULL for the pool */
-  const int32_t *multiplier; /* out_c fixed-point multipliers; NULL for the linear */
-  const int32_t *shift;      /* out_c exponents: M = multiplier * 2^(shift - 31) */
+  const int32_t *multiplier; /* out_c fixed-point multipliers (add: 3); NULL for the linear */
+  const int32_t *shift;      /* exponents: M = multiplier * 2^(shift - 31) */
 } qdarts_layer;
 
 typedef struct {
@@ -66,7 +81,8 @@ typedef struct {
   int32_t rounding;         /* qdarts_rounding */
   int32_t num_classes;
   size_t input_bytes;       /* in_h * in_w * in_c of the first layer */
-  size_t scratch_bytes;     /* what qdarts_infer needs: two activation buffers */
+  size_t buffer_bytes;      /* one activation buffer: the largest layer input or output */
+  size_t scratch_bytes;     /* what qdarts_infer needs: 2 buffers, 3 with a residual add */
   size_t trace_bytes;       /* all non-final layers' outputs, concatenated */
   float input_scale;        /* real input = code * input_scale */
   const float *logit_scale; /* num_classes: logit = accumulator * logit_scale[c] */
