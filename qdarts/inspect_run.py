@@ -76,16 +76,17 @@ def describe_run(run_dir: Path) -> dict:
 def format_run(desc: dict) -> str:
   """:func:`describe_run` as text: the SubNet table, costs, accuracies, artifacts."""
   metric = desc["metric"]
+  wc = max([16, *(len(str(layer["choice"])) for layer in desc["layers"])])  # DARTS gene names
   lines = [
     f"run {desc['run']}: config {desc['config']}, space {desc['space']} on {desc['dataset']}, "
     f"target {desc['target']} ({metric})",
     "",
-    f"{'choice':<16} {'op':<16} {'w bits':>6} {'a bits':>6} {'P(op)':>6} {metric:>12}",
+    f"{'choice':<{wc}} {'op':<16} {'w bits':>6} {'a bits':>6} {'P(op)':>6} {metric:>12}",
   ]
   for layer in desc["layers"]:
     p = layer["op_probability"]
     lines.append(
-      f"{layer['choice']!s:<16} {layer['op']!s:<16} {fmt_number(layer['w_bits']):>6} "
+      f"{layer['choice']!s:<{wc}} {layer['op']!s:<16} {fmt_number(layer['w_bits']):>6} "
       f"{fmt_number(layer['a_bits']):>6} {'—' if p is None else f'{p:.3f}':>6} "
       f"{fmt_number(layer['cost']):>12}"
     )
