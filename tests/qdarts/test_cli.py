@@ -133,8 +133,11 @@ def test_out_folder_that_is_not_empty_is_refused(qdarts, tmp_path, tiny_override
   assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_darts_config_is_refused_before_any_work(qdarts, tmp_path):
+def test_darts_config_without_its_dataset_fails_before_any_work(qdarts, tmp_path):
   config = Path(__file__).resolve().parents[2] / "configs" / "cifar10_darts.yaml"
-  proc = qdarts("search", "--out", str(tmp_path / "run"), str(config), cwd=tmp_path)
-  assert proc.returncode == 2 and "darts is searchable from Python" in proc.stderr, proc.stderr
-  assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+  missing = tmp_path / "no-data"
+  args = ("search", "--out", str(tmp_path / "run"), str(config), "--data-dir", str(missing))
+  proc = qdarts(*args, cwd=tmp_path)
+  assert proc.returncode == 2, proc.stderr
+  assert "data.dataset=cifar10: no cifar-10-batches-py/data_batch_1 found" in proc.stderr
+  assert "Traceback" not in proc.stderr and not (tmp_path / "run").exists()
