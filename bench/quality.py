@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import quality_report as report  # noqa: E402
 import quality_runs as runs  # noqa: E402
