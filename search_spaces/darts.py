@@ -314,7 +314,7 @@ class Stem(nnx.Module):
     y = jax.lax.conv_general_dilated(
       xq, self.conv(one)[0], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
     )
-    return self.bn(y)
+    return self.bn(y, self.act.steps[...][0, 0] * self.conv.steps[...][0, 0])  # one bit-width
 
 
 def build_preprocess(plan: CellPlan, *, affine: bool, running: bool, rngs: nnx.Rngs):

@@ -385,16 +385,29 @@ class BatchNorm(nnx.Module):
     self.use_running_average = False
     self.momentum = 0.1
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, acc_step: jax.Array | None = None) -> jax.Array:
+    """``acc_step``: the step of ``x``'s accumulator grid (s_in·s_w[c], broadcastable to the
+    features), given where the conv before has fixed bits. In evaluation mode the BN is then
+    the folded affine map ``x·f + b̂`` with f = γ/√(σ² + ε) and b̂ = β − μ·f rounded to the
+    folded accumulator grid ``acc_step·|f|``: the int32 bias an integer runtime adds."""
     if self.mean is not None and self.use_running_average:
-      y = (x - self.mean[...]) * jax.lax.rsqrt(self.var[...] + BN_EPS)
-    else:
-      if self.mean is not None:
-        self._update_running(x)
-      y = batch_norm(x)
+      return self._folded(x, acc_step)
+    if self.mean is not None:
+      self._update_running(x)
+    y = batch_norm(x)
     if self.scale is not None:
       y = y * self.scale[...] + self.bias[...]
     return y
+
+  def _folded(self, x: jax.Array, acc_step: jax.Array | None) -> jax.Array:
+    f = jax.lax.rsqrt(self.var[...] + BN_EPS)
+    if self.scale is not None:
+      f = f * self.scale[...]
+    bias = -self.mean[...] * f + (self.bias[...] if self.bias is not None else 0.0)
+    if acc_step is not None:
+      grid = jax.lax.stop_gradient(acc_step * jnp.abs(f))
+      bias = grid * jnp.round(bias / grid)
+    return x * f + bias
 
   def _update_running(self, x: jax.Array) -> None:
     count = math.prod(x.shape[:3])
@@ -421,6 +434,14 @@ class ActQuant(nnx.Module):
   def calibrate(self, x: jax.Array) -> None:
     """Sets the LSQ initial steps of each group from its input (:func:`init_act_steps`)."""
     self.steps[...] = init_act_steps(jax.lax.stop_gradient(x), self.a_bits)
+
+
+def _acc_step(act: "ActQuant", kernels: "QKernels") -> jax.Array | None:
+  """``(G, c_out)`` accumulator steps s_in[g]·s_w[g, c] of G convs with fixed bits; None for
+  bit-mixed ones (the search network, whose BN never folds)."""
+  if len(act.a_bits) != 1 or len(kernels.w_bits) != 1:
+    return None
+  return act.steps[...][:, 0, None] * kernels.steps[...][:, 0, :]
 
 
 class QKernels(nnx.Module):
@@ -507,7 +528,7 @@ class DwPwStack(nnx.Module):
       x = depthwise_conv(x.reshape(*x.shape[:3], -1), kernel, stride, self.dilation)
       x = x.reshape(n, *x.shape[1:3], e * o, c)
       x = self.pw_act[r](x, ap, calibrate)
-      x = self.bn[r](pointwise_conv(x, self.pw[r](wp)))
+      x = self.bn[r](pointwise_conv(x, self.pw[r](wp)), _acc_step(self.pw_act[r], self.pw[r]))
     return x.reshape(*x.shape[:3], e, o, c)
 
   def _depthwise_kernel(self, r: int, w_probs: jax.Array) -> jax.Array:
@@ -553,7 +574,9 @@ class FactorizedReduceStack(nnx.Module):
     pair = pair.swapaxes(3, 4).reshape(*pair.shape[:3], self.groups * 2, self.cin)
     wp, ap = jnp.repeat(w_probs, 2, axis=0), jnp.repeat(a_probs, 2, axis=0)
     y = pointwise_conv(self.act(pair, ap, calibrate), self.conv(wp))  # (N, h, w, 2G, cout/2)
-    return self.bn(y.reshape(*y.shape[:3], self.groups, self.cout))
+    acc = _acc_step(self.act, self.conv)
+    acc = None if acc is None else acc.reshape(self.groups, self.cout)
+    return self.bn(y.reshape(*y.shape[:3], self.groups, self.cout), acc)
 
 
 class ReLUConvBN(nnx.Module):
@@ -580,7 +603,8 @@ class ReLUConvBN(nnx.Module):
   ) -> jax.Array:
     """``x``: ``(N, H, W, c_in)``; probs ``(1, B)`` → ``(N, H, W, c_out)``."""
     xq = self.act(jax.nn.relu(x)[:, :, :, None, :], a_probs, calibrate)
-    return self.bn(pointwise_conv(xq, self.conv(w_probs))[:, :, :, 0, :])
+    acc = _acc_step(self.act, self.conv)
+    return self.bn(pointwise_conv(xq, self.conv(w_probs))[:, :, :, 0, :], acc)
 
 
 class QuantHead(nnx.Module):
