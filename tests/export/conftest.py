@@ -47,3 +47,52 @@ def mbconv_chain(mbconv_subnet):
   space, subnet, x = mbconv_subnet
   named = subnet.quantized_layers(space.op_names)
   return chain_from_subnet(named, MBCONV_SHAPE, MBCONV_CLASSES, {"dataset": "synthetic"}), x
+
+
+# --- a DARTS final network (every op kind, mixed 2/4/8-bit weights) ---------------------------
+
+DARTS_SHAPE = (8, 8, 3)
+DARTS_CLASSES = 10
+# 3 cells: cell 0 normal; cells 1, 2 reduce (cell 2's pre0 is a factorized reduce). Normal: sep
+# 3x3 (2-bit), identity skip, dil 5x5 (4-bit), avg pool (stride 1). Reduce: skip as a factorized
+# reduce (8-bit), max pool (stride 2), sep 5x5 (4-bit, 4-bit activations), dil 3x3 (2-bit).
+DARTS_NORMAL = (
+  ("sep_conv_3x3", 0, 2, 4),
+  ("skip_connect", 1, None, None),
+  ("dil_conv_5x5", 2, 4, 8),
+  ("avg_pool_3x3", 0, None, None),
+)
+DARTS_REDUCE = (
+  ("skip_connect", 0, 8, 8),
+  ("max_pool_3x3", 1, None, None),
+  ("sep_conv_5x5", 2, 4, 4),
+  ("dil_conv_3x3", 1, 2, 8),
+)
+
+
+@pytest.fixture(scope="session")
+def darts_net():
+  """``(net, x)``: the calibrated final network of ``DARTS_NORMAL``, ``DARTS_REDUCE`` (3 cells,
+  4 channels) after two training-mode forwards (running statistics moved), in ``eval()``;
+  ``x`` float32 ``(64, 8, 8, 3)`` in [0, 1)."""
+  from search_spaces.darts_final import build_final  # noqa: PLC0415
+  from search_spaces.darts_genotype import Genotype  # noqa: PLC0415
+
+  genotype = Genotype(DARTS_NORMAL, (2, 3), DARTS_REDUCE, (2, 3))
+  net = build_final(genotype, DARTS_SHAPE, DARTS_CLASSES, nnx.Rngs(0), cells=3, init_channels=4)
+  x = jax.random.uniform(jax.random.key(3), (64, *DARTS_SHAPE))
+  net.calibrate(x)
+  forward = nnx.jit(lambda m, x: m(x))
+  for _ in range(2):
+    forward(net, x)
+  net.eval()
+  return net, np.asarray(x, np.float32)
+
+
+@pytest.fixture(scope="session")
+def darts_graph(darts_net):
+  """``(graph, x)``: the export graph of :func:`darts_net`."""
+  from qdarts.export.from_darts import graph_from_darts  # noqa: PLC0415
+
+  net, x = darts_net
+  return graph_from_darts(net, DARTS_SHAPE, DARTS_CLASSES, {"dataset": "synthetic"}), x

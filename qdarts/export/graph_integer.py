@@ -1,0 +1,258 @@
+"""The integer reference model of a :class:`~qdarts.export.graph_ir.QuantizedGraph` (numpy).
+
+:func:`to_integer_graph` turns float weights and steps into what an integer runtime stores;
+:func:`integer_graph_trace` runs it with integer arithmetic only (codes held in int32, int64
+intermediates), from the input codes to the int32 accumulators of the final linear. Every
+tensor is a code array on its :class:`~qdarts.export.graph_ir.Grid` (zero point 0; signed grids
+are int8 codes, unsigned ones uint8). Requantization is TFLite's ``MultiplyByQuantizedMultiplier``
+(:func:`~qdarts.export.integer_model.multiply_by_quantized_multiplier`, single or double
+rounding) with real multiplier M, then a clamp to the output grid's range:
+
+- conv: ``acc[c] = b[c] + Σ x·w[c]`` (int32 bias codes ``round(b / (s_in s_w[c]))``),
+  ``M[c] = s_in·s_w[c] / s_out``;
+- requant: ``M = s_in / s_out`` applied to the codes (a ReLU before an unsigned grid is the
+  clamp at 0);
+- add: TFLite's int8 ADD with zero points 0 — both inputs shifted left by 20 and scaled by
+  ``s_i / (2·max(s_a, s_b))``, summed, then ``M = 2·max(s_a, s_b) / (2^20·s_out)``;
+- concat: a copy (all inputs on the output grid); max pool: the largest code of the real
+  pixels; average pool: ``(Σc ± n/2) / n`` truncated toward zero over the n real pixels (round
+  half away from zero, TFLite's integer AVERAGE_POOL_2D);
+- global average pool: ``Σ_{h,w} c`` then ``M = s_in / (H·W·s_out)``;
+- linear (last): ``acc[c] = b[c] + Σ x·w[c]``; logits ``acc·s_in·s_w[c]``.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from qdarts.export.graph_ir import (
+  INPUT,
+  GAdd,
+  GAvgPool,
+  GConcat,
+  GConv,
+  GGlobalAvgPool,
+  GLinear,
+  GMaxPool,
+  GRequant,
+  Grid,
+  QuantizedGraph,
+  TensorInfo,
+  conv2d,
+  pool3x3,
+  validate_graph,
+)
+from qdarts.export.integer_model import (
+  ADD_LEFT_SHIFT,
+  ROUNDINGS,
+  multiply_by_quantized_multiplier,
+  quantize_multiplier,
+)
+from quant.integer import weight_codes
+
+_INT32_MAX = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class IntRequant:
+  """Per-channel fixed point ``M ≈ multiplier·2^(shift − 31)`` and the output clamp.
+
+  Attributes:
+    multiplier, shift: int32 ``(c,)`` (or ``(1,)``) from :func:`quantize_multiplier`.
+    real: float64, the real M.
+    lo, hi: the output grid's code range.
+  """
+
+  multiplier: np.ndarray
+  shift: np.ndarray
+  real: np.ndarray
+  lo: int
+  hi: int
+
+
+@dataclasses.dataclass(frozen=True)
+class IntNode:
+  """One integer node: the float node it came from and its integer parameters.
+
+  Attributes:
+    node: the :class:`~qdarts.export.graph_ir.GNode`.
+    in_shape, out_shape: of its (first) input and of its output.
+    in_grid, out_grid: the same for grids (``out_grid`` None for the linear).
+    weight: int8 codes, OHWI ``(cout, kh, kw, cin/g)`` or ``(cout, cin)``; None without weights.
+    bias: int32 codes ``(cout,)`` or None.
+    requant: the output requantization, None where there is none (concat, pools, linear).
+    add_inputs: for an add, ``((multiplier, shift), (multiplier, shift))`` of both inputs.
+  """
+
+  node: object
+  in_shape: tuple[int, ...]
+  out_shape: tuple[int, ...]
+  in_grid: Grid
+  out_grid: Grid | None
+  weight: np.ndarray | None = None
+  bias: np.ndarray | None = None
+  requant: IntRequant | None = None
+  add_inputs: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegerGraph:
+  """What an integer runtime stores for a graph; build it with :func:`to_integer_graph`."""
+
+  nodes: tuple[IntNode, ...]
+  input_shape: tuple[int, int, int]
+  input_grid: Grid
+  num_classes: int
+  rounding: str = "single"
+  metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+  @property
+  def logit_scale(self) -> np.ndarray:
+    """float32 ``(num_classes,)``: ``logits = acc · logit_scale``."""
+    last = self.nodes[-1]
+    return np.float32(last.in_grid.step) * np.asarray(last.node.w_step, np.float32)
+
+
+def _f64(step) -> np.ndarray:
+  return np.asarray(step, np.float32).astype(np.float64)
+
+
+def _requant(real, out: Grid) -> IntRequant:
+  real = np.atleast_1d(np.asarray(real, np.float64))
+  pairs = [quantize_multiplier(float(m)) for m in real]
+  lo, hi = out.qrange()
+  return IntRequant(
+    np.array([m for m, _ in pairs], np.int32), np.array([s for _, s in pairs], np.int32), real,
+    lo, hi,
+  )  # fmt: skip
+
+
+def _weights(node: GConv | GLinear, in_grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+  """OHWI / (cout, cin) int8 codes and int32 bias codes, refusing int32 overflow."""
+  codes = weight_codes(node.weight, node.w_step, node.w_bits)
+  codes = np.moveaxis(codes, -1, 0)
+  scale = _f64(in_grid.step) * _f64(node.w_step)
+  bias = np.round(np.asarray(node.bias, np.float64) / scale)
+  in_max = max(abs(q) for q in in_grid.qrange())
+  bound = np.abs(codes.reshape(codes.shape[0], -1).astype(np.int64)).sum(1) * in_max
+  if np.abs(bias).max(initial=0) > _INT32_MAX or (bound + np.abs(bias)).max() > _INT32_MAX:
+    raise ValueError(f"node {node.name!r}: the int32 bias or accumulator can overflow")
+  return np.ascontiguousarray(codes), bias.astype(np.int32)
+
+
+def _int_node(node, ins: list[TensorInfo], out: TensorInfo) -> IntNode:
+  base = dict(node=node, in_shape=ins[0].shape, out_shape=out.shape, in_grid=ins[0].grid,
+              out_grid=out.grid)  # fmt: skip
+  s_in = _f64(ins[0].grid.step)
+  if isinstance(node, GConv | GLinear):
+    weight, bias = _weights(node, ins[0].grid)
+    requant = None
+    if isinstance(node, GConv):
+      requant = _requant(s_in * _f64(node.w_step) / _f64(node.out.step), node.out)
+    return IntNode(**base, weight=weight, bias=bias, requant=requant)
+  if isinstance(node, GRequant):
+    return IntNode(**base, requant=_requant(s_in / _f64(node.out.step), node.out))
+  if isinstance(node, GGlobalAvgPool):
+    h, w, _ = ins[0].shape
+    return IntNode(**base, requant=_requant(s_in / (h * w * _f64(node.out.step)), node.out))
+  if isinstance(node, GAdd):
+    s_a, s_b = (float(_f64(t.grid.step)) for t in ins)
+    twice_max = 2 * max(s_a, s_b)
+    pairs = (quantize_multiplier(s_a / twice_max), quantize_multiplier(s_b / twice_max))
+    real = twice_max / ((1 << ADD_LEFT_SHIFT) * float(_f64(node.out.step)))
+    return IntNode(**base, requant=_requant(real, node.out), add_inputs=pairs)
+  return IntNode(**base)
+
+
+def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> IntegerGraph:
+  """The integer form of a graph (see the module docstring).
+
+  Raises:
+    ValueError: an unknown rounding, an invalid graph, an int32 overflow or a multiplier
+      without fixed point (naming the node).
+  """
+  if rounding not in ROUNDINGS:
+    raise ValueError(f"rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+  info = validate_graph(graph)
+  nodes = tuple(
+    _int_node(node, [info[i] for i in node.inputs], info[node.name]) for node in graph.nodes
+  )
+  shape = tuple(int(d) for d in graph.input_shape)
+  return IntegerGraph(
+    nodes, shape, graph.input_grid, graph.num_classes, rounding, dict(graph.metadata)
+  )
+
+
+# --- the integer forward pass ---------------------------------------------------------------
+
+
+def _apply(rq: IntRequant, acc: np.ndarray, rounding: str) -> np.ndarray:
+  y = multiply_by_quantized_multiplier(acc, rq.multiplier, rq.shift, rounding)
+  return np.clip(y.astype(np.int64), rq.lo, rq.hi).astype(np.int32)
+
+
+def quantize_graph_input(igraph: IntegerGraph, x: np.ndarray) -> np.ndarray:
+  """int32 codes ``clip(round(x / s), 0, 2^b − 1)`` of ``(N, H, W, C)`` float inputs."""
+  x = np.asarray(x, np.float64)
+  if x.ndim != 4 or x.shape[1:] != igraph.input_shape:
+    raise ValueError(f"expected input (N, *{igraph.input_shape}), got {x.shape}")
+  codes = np.round(x / _f64(igraph.input_grid.step))
+  return np.clip(codes, *igraph.input_grid.qrange()).astype(np.int32)
+
+
+def add_graph_codes(n: IntNode, a: np.ndarray, b: np.ndarray, rounding: str) -> np.ndarray:
+  """TFLite's int8 ADD (zero points 0) on the codes of both inputs."""
+  (m_a, s_a), (m_b, s_b) = n.add_inputs
+  scale = np.int64(1) << ADD_LEFT_SHIFT
+  total = multiply_by_quantized_multiplier(a.astype(np.int64) * scale, m_a, s_a, rounding)
+  total = total.astype(np.int64) + multiply_by_quantized_multiplier(
+    b.astype(np.int64) * scale, m_b, s_b, rounding
+  )
+  return _apply(n.requant, total, rounding)
+
+
+def avg_pool_codes(x: np.ndarray, stride: int) -> np.ndarray:
+  """``(Σc + sign·n//2) / n`` truncated toward zero over the n real pixels of each window."""
+  total, count = pool3x3(x, stride, "sum")
+  total, count = total.astype(np.int64), count.astype(np.int64)
+  return (np.sign(total) * ((np.abs(total) + count // 2) // count)).astype(np.int32)
+
+
+def _int_forward(n: IntNode, ins: list[np.ndarray], rounding: str) -> np.ndarray:
+  node = n.node
+  if isinstance(node, GConv):
+    kernel = np.moveaxis(n.weight, 0, -1).astype(np.int64)
+    acc = conv2d(ins[0].astype(np.int64), kernel, node.stride, node.padding, node.dilation,
+                 node.groups, node.offset)  # fmt: skip
+    return _apply(n.requant, acc + n.bias, rounding)
+  if isinstance(node, GRequant):
+    return _apply(n.requant, ins[0], rounding)
+  if isinstance(node, GAdd):
+    return add_graph_codes(n, ins[0], ins[1], rounding)
+  if isinstance(node, GConcat):
+    return np.concatenate(ins, axis=-1)
+  if isinstance(node, GMaxPool):
+    return pool3x3(ins[0], node.stride, "max")[0].astype(np.int32)
+  if isinstance(node, GAvgPool):
+    return avg_pool_codes(ins[0], node.stride)
+  if isinstance(node, GGlobalAvgPool):
+    return _apply(n.requant, ins[0].astype(np.int64).sum(axis=(1, 2)), rounding)
+  return (ins[0].astype(np.int64) @ n.weight.T.astype(np.int64) + n.bias).astype(np.int32)
+
+
+def integer_graph_trace(graph: QuantizedGraph | IntegerGraph, x: np.ndarray) -> dict:
+  """Every tensor's int32 codes by name (``"input"`` first); the last node's entry holds the
+  int32 accumulators of the final linear (bias included)."""
+  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
+  codes = {INPUT: quantize_graph_input(igraph, x)}
+  for n in igraph.nodes:
+    codes[n.node.name] = _int_forward(n, [codes[i] for i in n.node.inputs], igraph.rounding)
+  return codes
+
+
+def integer_graph_forward(graph: QuantizedGraph | IntegerGraph, x: np.ndarray) -> np.ndarray:
+  """float32 logits ``acc · s_in · s_w[c]`` of the integer model."""
+  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
+  acc = integer_graph_trace(igraph, x)[igraph.nodes[-1].node.name]
+  return (acc.astype(np.float64) * igraph.logit_scale.astype(np.float64)).astype(np.float32)
