@@ -19,6 +19,11 @@ from hwcost import CostModel
 from qdarts.config import Config
 from qdarts.data import Dataset
 from qdarts.derive import grouped_costs
+from qdarts.export.formats import export_and_verify
+from qdarts.export.from_darts import graph_from_darts
+from qdarts.export.graph_file import save_graph
+from qdarts.export.graph_onnx import export_graph_onnx
+from qdarts.export.onnx import run_onnx
 from qdarts.finetune import accuracy, finetune, predict_logits
 from qdarts.monitor import softmax
 from qdarts.supernet import Supernet, masked_logits
@@ -151,3 +156,53 @@ def train_final(
   )
   logits = predict_logits(net, data.x_test, input_spec=data.eval_spec)
   return net, logits, {"fake_quant": accuracy(logits, data.y_test)}, history
+
+
+def export_final(
+  net: nnx.Module,
+  data: Dataset,
+  metadata: dict,
+  run_dir: Path,
+  formats,
+  fq_logits: np.ndarray,
+  verify_batch: int = 256,
+) -> tuple[dict, dict, str | None]:
+  """The trained final network's export, as ``qdarts search`` does it for a chain SubNet.
+
+  Writes ``subnet.npz`` (its :class:`~qdarts.export.graph_ir.QuantizedGraph`, what
+  ``qdarts export`` rebuilds from) and ``model.onnx``, runs the model in ONNX Runtime on the
+  test split, and checks every configured format it can write against the integer model
+  (:func:`~qdarts.export.formats.export_and_verify`). Only ONNX writes DAGs yet: the other
+  configured formats are skipped.
+
+  Args:
+    net: the trained :class:`~search_spaces.darts_final.DartsFinalNet`.
+    data: the dataset (its test split is the ONNX accuracy's).
+    metadata: string pairs recorded into the model (dataset, config, data, ...).
+    run_dir: the run folder.
+    formats: the configured export formats.
+    fq_logits: the fake-quant test logits of ``net`` (evaluation mode).
+    verify_batch: test inputs each artifact is checked on.
+
+  Returns:
+    ``(accuracies, verification, skipped)``: ``onnx_runtime``, ``prediction_agreement`` and
+    ``onnx_minus_fake_quant_pp``; the verification records; a line naming the skipped formats
+    (None when none was).
+  """
+  graph = graph_from_darts(net, data.input_shape, data.num_classes, metadata)
+  save_graph(graph, run_dir / "subnet.npz")
+  onnx_input = np.asarray(data.to_input(data.x_test))
+  onnx_logits = run_onnx(export_graph_onnx(graph, run_dir / "model.onnx"), onnx_input)
+  onnx_acc, fq_acc = accuracy(onnx_logits, data.y_test), accuracy(fq_logits, data.y_test)
+  writable = [f for f in formats if f == "onnx"]
+  skipped = [f for f in formats if f != "onnx"]
+  verification = export_and_verify(graph, run_dir, writable, onnx_input[:verify_batch])
+  accuracies = {
+    "onnx_runtime": onnx_acc,
+    "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),
+    "onnx_minus_fake_quant_pp": 100 * (onnx_acc - fq_acc),
+  }
+  note = (
+    f"{', '.join(skipped)} export skipped: DARTS networks export to onnx only" if skipped else None
+  )
+  return accuracies, verification, note

@@ -5,6 +5,15 @@ int32 rounding of biases and float summation order.
 """
 
 from qdarts.export.c_export import export_c
+from qdarts.export.graph_integer import (
+  IntegerGraph,
+  integer_graph_forward,
+  integer_graph_trace,
+  to_integer_graph,
+)
+from qdarts.export.graph_ir import QuantizedGraph, validate_graph
+from qdarts.export.graph_ir import reference_forward as graph_reference_forward
+from qdarts.export.graph_onnx import build_graph_model, export_graph_onnx
 from qdarts.export.integer_model import (
   IntegerChain,
   integer_forward,
@@ -28,6 +37,15 @@ from qdarts.export.onnx import build_model, export_onnx, run_onnx
 
 __all__ = [
   "IntegerChain",
+  "IntegerGraph",
+  "QuantizedGraph",
+  "build_graph_model",
+  "export_graph_onnx",
+  "graph_reference_forward",
+  "integer_graph_forward",
+  "integer_graph_trace",
+  "to_integer_graph",
+  "validate_graph",
   "QAdd",
   "QConv",
   "QGlobalAvgPool",

@@ -23,6 +23,10 @@ from qdarts.export.c_export import (
   render_c,
   run_c_runner,
 )
+from qdarts.export.graph_file import node_kind
+from qdarts.export.graph_integer import integer_graph_forward, to_integer_graph
+from qdarts.export.graph_ir import GConv, GGlobalAvgPool, GLinear, QuantizedGraph, validate_graph
+from qdarts.export.graph_onnx import build_graph_model, export_graph_onnx
 from qdarts.export.integer_model import (
   IntegerChain,
   integer_forward,
@@ -115,8 +119,26 @@ _BUILDERS: dict[str, Callable[[QuantizedChain], object]] = {
 }
 
 
-def check_formats(chain: QuantizedChain, formats) -> None:
-  """Builds every format in memory, writing nothing: a format that cannot express the chain
+def _graph_builder(fmt: str) -> Callable[[QuantizedGraph], object]:
+  """Only ONNX writes DAGs; the chain writers of the other formats refuse the first node kind
+  they have no writer for, by name."""
+  if fmt == "onnx":
+    return build_graph_model
+
+  def refuse(graph: QuantizedGraph) -> None:
+    validate_graph(graph)
+    node = next(n for n in graph.nodes if not isinstance(n, GConv | GGlobalAvgPool | GLinear))
+    kind = node_kind(node)
+    raise ValueError(
+      f"node {node.name!r} ({kind}) of a DARTS cell is not supported by the {fmt} exporter "
+      "yet; DARTS networks export to onnx"
+    )
+
+  return refuse
+
+
+def check_formats(subnet: QuantizedChain | QuantizedGraph, formats) -> None:
+  """Builds every format in memory, writing nothing: a format that cannot express the SubNet
   (an op it has no kernel for, a layer kind it does not know) fails here, before any file of
   any format is written.
 
@@ -125,8 +147,11 @@ def check_formats(chain: QuantizedChain, formats) -> None:
   """
   for fmt in formats:
     try:
-      _BUILDERS[fmt](chain)
-    except ValueError as e:  # the chain breaks a rule of this format (the message names it)
+      if isinstance(subnet, QuantizedGraph):
+        _graph_builder(fmt)(subnet)
+      else:
+        _BUILDERS[fmt](subnet)
+    except ValueError as e:  # the SubNet breaks a rule of this format (the message names it)
       raise ConfigError(f"--format {fmt}: {' '.join(str(e).split())}") from None
 
 
@@ -141,8 +166,33 @@ def parse_formats(spec: str) -> tuple[str, ...]:
   return formats
 
 
+def _export_and_verify_graph(
+  graph: QuantizedGraph, out_dir: Path, formats, x_verify: np.ndarray
+) -> dict[str, dict]:
+  """ONNX only (:func:`check_formats` refuses the others): the model in ONNX Runtime against
+  :func:`~qdarts.export.graph_integer.integer_graph_forward`."""
+  check_formats(graph, formats)
+  try:
+    igraph = to_integer_graph(graph)
+  except ValueError as e:
+    raise ConfigError(f"integer model: {' '.join(str(e).split())}") from None
+  results = {}
+  for fmt in formats:  # only "onnx" passes check_formats
+    path = export_graph_onnx(graph, Path(out_dir) / ARTIFACT[fmt])
+    logits, reference = run_onnx(path, x_verify), integer_graph_forward(igraph, x_verify)
+    gap = np.abs(logits.astype(np.float64) - reference) / igraph.logit_scale.astype(np.float64)
+    results[fmt] = {
+      "path": ARTIFACT[fmt],
+      "verified": True,
+      "samples": int(len(x_verify)),
+      "prediction_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+      "max_logit_diff_lsb": float(gap.max()),
+    }
+  return results
+
+
 def export_and_verify(
-  chain: QuantizedChain, out_dir: Path, formats, x_verify: np.ndarray
+  chain: QuantizedChain | QuantizedGraph, out_dir: Path, formats, x_verify: np.ndarray
 ) -> dict[str, dict]:
   """Writes each format into ``out_dir`` and checks it on ``x_verify`` (``(N, H, W, C)`` float
   network inputs) against the integer reference.
@@ -155,6 +205,8 @@ def export_and_verify(
     ConfigError: a format cannot express this SubNet (named), or its runtime is missing; then
       nothing is written (:func:`check_formats` runs first).
   """
+  if isinstance(chain, QuantizedGraph):
+    return _export_and_verify_graph(chain, out_dir, formats, x_verify)
   check_formats(chain, formats)
   try:
     ichain = to_integer_chain(chain)
@@ -168,7 +220,9 @@ def export_and_verify(
   return results
 
 
-def verification_inputs(chain: QuantizedChain, data_dir: str | None, n: int = 256) -> np.ndarray:
+def verification_inputs(
+  chain: QuantizedChain | QuantizedGraph, data_dir: str | None, n: int = 256
+) -> np.ndarray:
   """The first ``n`` test inputs of the dataset recorded in the chain's metadata (float NHWC)."""
   from qdarts.data import load_dataset  # noqa: PLC0415 (JAX)
   from qdarts.evaluate import data_config_of  # noqa: PLC0415
@@ -187,7 +241,7 @@ def export_run(run_dir: str | Path, formats, data_dir: str | None = None) -> dic
   Raises:
     ConfigError: not a run folder with a SubNet, or a format cannot be written (named).
   """
-  from qdarts.export.chain_file import load_chain  # noqa: PLC0415
+  from qdarts.export.graph_file import load_subnet  # noqa: PLC0415
   from qdarts.run_dir import atomic_write_json, file_digest  # noqa: PLC0415
 
   run_dir = Path(run_dir)
@@ -195,10 +249,9 @@ def export_run(run_dir: str | Path, formats, data_dir: str | None = None) -> dic
     raise ConfigError(f"{run_dir}: not a folder (give a run folder of `qdarts search`)")
   if not (run_dir / "subnet.npz").exists():
     raise ConfigError(
-      f"{run_dir}: no exportable SubNet (subnet.npz is missing: not a finished qdarts run, or "
-      "its SubNet is not a chain)"
+      f"{run_dir}: no exportable SubNet (subnet.npz is missing: not a finished qdarts run)"
     )
-  chain = load_chain(run_dir / "subnet.npz")
+  chain = load_subnet(run_dir / "subnet.npz")
   check_formats(chain, formats)  # before loading the data: a refused format fails fast
   results = export_and_verify(chain, run_dir, formats, verification_inputs(chain, data_dir))
   result_path = run_dir / "result.json"

@@ -1,0 +1,214 @@
+"""ONNX QDQ export of a :class:`~qdarts.export.graph_ir.QuantizedGraph` (a DARTS final network).
+
+The conventions of :mod:`qdarts.export.onnx`: opset 21, IR version 10, NCHW float32 ``"input"``
+``[N, C, H, W]`` and ``"logits"`` ``[N, num_classes]``; weights as INT8 codes (INT4 where
+``w_bits ≤ 4``, packed low nibble first) with a per-channel DequantizeLinear (axis 0), biases
+as int32 codes with scale ``s_in·s_w[c]``. Every tensor of the graph exists in the model as its
+codes ``<name>.q`` — uint8 (zero point 0) on an unsigned grid, int8 (zero point 0) on a signed
+one, narrowed by a Clip below 8 bits (QCDQ) — and each op reads its inputs through a
+DequantizeLinear and quantizes its output with a QuantizeLinear, the QDQ layout that ONNX
+Runtime fuses into integer kernels where it has them::
+
+  GConv:          [Slice] → DQ → Conv(DQ(W), DQ(b); dilations, group) → Q [→ Clip]
+  GRequant:       DQ → Q [→ Clip]         (a ReLU before an unsigned grid: its clamp at 0)
+  GAdd:           DQ, DQ → Add → Q
+  GConcat:        Concat of the codes     (every input on the output grid: exact)
+  GMaxPool:       MaxPool of the codes    (int8/uint8 MaxPool, padding ignored: exact)
+  GAvgPool:       Cast(codes) → AveragePool(count_include_pad=0) → round half away from zero
+                  (Sign·Floor(|v| + ½)) → Cast: the integer model's rounding, exactly
+  GGlobalAvgPool: DQ → GlobalAveragePool → Q
+  GLinear:        DQ → Flatten → Gemm(DQ(W), DQ(b); transB=1) → logits
+
+QuantizeLinear rounds half to even where the integer model's fixed point rounds ties up, and
+ORT computes in float32: a value within ~1e-7 of a rounding tie can land one code apart.
+"""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from qdarts.export.graph_integer import IntegerGraph, IntNode, to_integer_graph
+from qdarts.export.graph_ir import (
+  INPUT,
+  GAdd,
+  GAvgPool,
+  GConcat,
+  GConv,
+  GGlobalAvgPool,
+  GLinear,
+  GMaxPool,
+  GRequant,
+  Grid,
+  QuantizedGraph,
+)
+from qdarts.export.onnx import IR_VERSION, OPSET, OUTPUT_NAME, _Graph, _weight_dq
+from qdarts.run_dir import atomic_write_bytes
+
+
+def _codes(name: str) -> str:
+  return f"{name}.q"
+
+
+def _grid_arrays(g: _Graph, prefix: str, grid: Grid) -> tuple[str, str]:
+  """The scale and the zero point (uint8 or int8 0) of a grid, as initializers."""
+  scale = g.array(f"{prefix}.scale", np.float32(grid.step))
+  zero = g.array(f"{prefix}.zero_point", np.int8(0) if grid.signed else np.uint8(0))
+  return scale, zero
+
+
+def _quantize(g: _Graph, x: str, name: str, grid: Grid) -> str:
+  """x (float) → QuantizeLinear [→ Clip to the grid's range]; returns the codes ``name.q``."""
+  scale, zero = _grid_arrays(g, name, grid)
+  if grid.bits == 8:
+    return g.node("QuantizeLinear", [x, scale, zero], _codes(name))
+  q = g.node("QuantizeLinear", [x, scale, zero], f"{name}.q8")
+  dtype = np.int8 if grid.signed else np.uint8
+  qmin, qmax = grid.qrange()
+  lo, hi = g.array(f"{name}.qmin", dtype(qmin)), g.array(f"{name}.qmax", dtype(qmax))
+  return g.node("Clip", [q, lo, hi], _codes(name))
+
+
+def _dequantize(g: _Graph, tensor: str, grid: Grid, consumer: str) -> str:
+  scale, zero = f"{tensor}.scale", f"{tensor}.zero_point"
+  return g.node("DequantizeLinear", [_codes(tensor), scale, zero], f"{consumer}.{tensor}.dq")
+
+
+def _bias(g: _Graph, n: IntNode) -> str:
+  scale = np.float32(n.in_grid.step) * np.asarray(n.node.w_step, np.float32)
+  b = g.array(f"{n.node.name}.b_codes", n.bias)
+  s = g.array(f"{n.node.name}.b_scale", scale)
+  zero = g.array(f"{n.node.name}.b_zero_point", np.zeros(n.bias.shape, np.int32))
+  return g.node("DequantizeLinear", [b, s, zero], f"{n.node.name}.b", axis=0)
+
+
+def _conv(g: _Graph, n: IntNode) -> str:
+  node: GConv = n.node
+  src = node.inputs[0]
+  if node.offset:
+    starts = g.array(f"{node.name}.crop_starts", np.array([node.offset] * 2, np.int64))
+    ends = g.array(f"{node.name}.crop_ends", np.array([2**62] * 2, np.int64))
+    axes = g.array(f"{node.name}.crop_axes", np.array([2, 3], np.int64))
+    crop = g.node("Slice", [_codes(src), starts, ends, axes], f"{node.name}.crop")
+    scale, zero = f"{src}.scale", f"{src}.zero_point"
+    x = g.node("DequantizeLinear", [crop, scale, zero], f"{node.name}.in_dq")
+  else:
+    x = _dequantize(g, src, n.in_grid, node.name)
+  w = _weight_dq(g, node.name, n.weight.transpose(0, 3, 1, 2), node.w_step, node.w_bits)
+  kh, kw = n.weight.shape[1:3]
+  (top, bottom), (left, right) = node.padding
+  y = g.node(
+    "Conv",
+    [x, w, _bias(g, n)],
+    f"{node.name}.conv",
+    kernel_shape=[kh, kw],
+    strides=[node.stride] * 2,
+    pads=[top, left, bottom, right],
+    dilations=[node.dilation] * 2,
+    group=node.groups,
+  )
+  return _quantize(g, y, node.name, node.out)
+
+
+def _avg_pool(g: _Graph, n: IntNode) -> str:
+  """The integer model's average exactly: float32 sums of small integer codes, ties exact."""
+  node: GAvgPool = n.node
+  name = node.name
+  x = g.node("Cast", [_codes(node.inputs[0])], f"{name}.codes_f", to=TensorProto.FLOAT)
+  mean = g.node("AveragePool", [x], f"{name}.mean", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                strides=[node.stride] * 2, count_include_pad=0)  # fmt: skip
+  half = g.array(f"{name}.half", np.float32(0.5))
+  magnitude = g.node("Floor", [g.node("Add", [g.node("Abs", [mean], f"{name}.abs"), half],
+                                      f"{name}.abs_half")], f"{name}.floor")  # fmt: skip
+  rounded = g.node("Mul", [g.node("Sign", [mean], f"{name}.sign"), magnitude], f"{name}.round")
+  g.array(f"{name}.scale", np.float32(n.out_grid.step))  # the input's grid, for consumers
+  dtype = TensorProto.INT8 if n.out_grid.signed else TensorProto.UINT8
+  g.array(f"{name}.zero_point", np.int8(0) if n.out_grid.signed else np.uint8(0))
+  return g.node("Cast", [rounded], _codes(name), to=dtype)
+
+
+def _same_grid_aliases(g: _Graph, name: str, grid: Grid) -> None:
+  """Scale and zero point under this node's name (its output keeps its input's grid)."""
+  _grid_arrays(g, name, grid)
+
+
+def _node(g: _Graph, n: IntNode) -> str:
+  node = n.node
+  if isinstance(node, GConv):
+    return _conv(g, n)
+  if isinstance(node, GRequant):
+    return _quantize(g, _dequantize(g, node.inputs[0], n.in_grid, node.name), node.name, node.out)
+  if isinstance(node, GAdd):
+    a, b = (_dequantize(g, i, None, node.name) for i in node.inputs)
+    return _quantize(g, g.node("Add", [a, b], f"{node.name}.add"), node.name, node.out)
+  if isinstance(node, GConcat):
+    _same_grid_aliases(g, node.name, node.out)
+    return g.node("Concat", [_codes(i) for i in node.inputs], _codes(node.name), axis=1)
+  if isinstance(node, GMaxPool):
+    _same_grid_aliases(g, node.name, n.out_grid)
+    return g.node("MaxPool", [_codes(node.inputs[0])], _codes(node.name), kernel_shape=[3, 3],
+                  pads=[1, 1, 1, 1], strides=[node.stride] * 2)  # fmt: skip
+  if isinstance(node, GAvgPool):
+    return _avg_pool(g, n)
+  if isinstance(node, GGlobalAvgPool):
+    x = _dequantize(g, node.inputs[0], n.in_grid, node.name)
+    return _quantize(g, g.node("GlobalAveragePool", [x], f"{node.name}.gap"), node.name, node.out)
+  return _linear(g, n)
+
+
+def _linear(g: _Graph, n: IntNode) -> str:
+  node: GLinear = n.node
+  x = _dequantize(g, node.inputs[0], n.in_grid, node.name)
+  x = g.node("Flatten", [x], f"{node.name}.flatten", axis=1)
+  w = _weight_dq(g, node.name, n.weight, node.w_step, node.w_bits)
+  return g.node("Gemm", [x, w, _bias(g, n)], OUTPUT_NAME, transB=1)
+
+
+def build_graph_model(graph: QuantizedGraph | IntegerGraph) -> onnx.ModelProto:
+  """The checked QDQ ``ModelProto`` of a graph (see the module docstring).
+
+  ``metadata_props`` hold the graph's metadata, ``"qdarts.layers"`` (JSON: per node with
+  weights its name, ``w_bits`` and its input's bits ``a_bits``) and ``"qdarts.graph"``
+  (``"dag"``).
+
+  Raises:
+    ValueError: the graph is invalid or has no integer form (the message names the node).
+  """
+  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
+  g = _Graph()
+  _quantize(g, INPUT, INPUT, igraph.input_grid)
+  for n in igraph.nodes:
+    _node(g, n)
+  h, w, c = igraph.input_shape
+  onnx_graph = helper.make_graph(
+    g.nodes,
+    "qdarts_dag",
+    [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", c, h, w])],
+    [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", igraph.num_classes])],
+    initializer=g.initializers,
+  )
+  model = helper.make_model(
+    onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qdarts"
+  )
+  model.ir_version = IR_VERSION
+  layers = [
+    {"name": n.node.name, "w_bits": int(n.node.w_bits), "a_bits": int(n.in_grid.bits)}
+    for n in igraph.nodes
+    if isinstance(n.node, GConv | GLinear)
+  ]
+  props = {**igraph.metadata, "qdarts.layers": json.dumps(layers), "qdarts.graph": "dag"}
+  helper.set_model_props(model, props)
+  onnx.checker.check_model(model, full_check=True)
+  return model
+
+
+def export_graph_onnx(graph: QuantizedGraph, path: str | os.PathLike) -> pathlib.Path:
+  """Writes the QDQ model of ``graph`` to ``path`` atomically (built and checked in memory
+  first: a failed export writes nothing); returns the path."""
+  path = pathlib.Path(path)
+  data = build_graph_model(graph).SerializeToString()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return atomic_write_bytes(path, data)
