@@ -19,7 +19,7 @@ from hwcost import CostModel
 from qdarts.config import Config
 from qdarts.data import Dataset
 from qdarts.derive import grouped_costs
-from qdarts.export.formats import export_and_verify
+from qdarts.export.formats import GRAPH_FORMATS, export_and_verify
 from qdarts.export.from_darts import graph_from_darts
 from qdarts.export.graph_file import save_graph
 from qdarts.export.graph_onnx import export_graph_onnx
@@ -172,8 +172,8 @@ def export_final(
   Writes ``subnet.npz`` (its :class:`~qdarts.export.graph_ir.QuantizedGraph`, what
   ``qdarts export`` rebuilds from) and ``model.onnx``, runs the model in ONNX Runtime on the
   test split, and checks every configured format it can write against the integer model
-  (:func:`~qdarts.export.formats.export_and_verify`). Only ONNX writes DAGs yet: the other
-  configured formats are skipped.
+  (:func:`~qdarts.export.formats.export_and_verify`). Only ONNX and C write DAGs yet: the other
+  configured formats (TFLite) are skipped.
 
   Args:
     net: the trained :class:`~search_spaces.darts_final.DartsFinalNet`.
@@ -194,15 +194,15 @@ def export_final(
   onnx_input = np.asarray(data.to_input(data.x_test))
   onnx_logits = run_onnx(export_graph_onnx(graph, run_dir / "model.onnx"), onnx_input)
   onnx_acc, fq_acc = accuracy(onnx_logits, data.y_test), accuracy(fq_logits, data.y_test)
-  writable = [f for f in formats if f == "onnx"]
-  skipped = [f for f in formats if f != "onnx"]
+  writable = [f for f in formats if f in GRAPH_FORMATS]
+  skipped = [f for f in formats if f not in GRAPH_FORMATS]
   verification = export_and_verify(graph, run_dir, writable, onnx_input[:verify_batch])
   accuracies = {
     "onnx_runtime": onnx_acc,
     "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),
     "onnx_minus_fake_quant_pp": 100 * (onnx_acc - fq_acc),
   }
-  note = (
-    f"{', '.join(skipped)} export skipped: DARTS networks export to onnx only" if skipped else None
-  )
+  note = None
+  if skipped:
+    note = f"{', '.join(skipped)} export skipped: DARTS networks export to onnx and c only"
   return accuracies, verification, note

@@ -106,8 +106,9 @@ def _c_manifest(path: Path) -> tuple[Path, dict]:
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise ConfigError(f"{folder}/manifest.json: not JSON ({e.__class__.__name__})") from None
   from qdarts.export.c_export import FORMAT  # noqa: PLC0415
+  from qdarts.export.graph_c import FORMAT as GRAPH_FORMAT  # noqa: PLC0415
 
-  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+  if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, GRAPH_FORMAT):
     raise ConfigError(f"{folder}/manifest.json: not a qdarts C export (format is not {FORMAT!r})")
   return folder, manifest
 
@@ -127,13 +128,16 @@ class _CRunner:
     import tempfile  # noqa: PLC0415
 
     from qdarts.export.c_export import build_c_runner  # noqa: PLC0415
+    from qdarts.export.graph_c import FORMAT as GRAPH_FORMAT  # noqa: PLC0415
+    from qdarts.export.graph_c import build_graph_c_runner  # noqa: PLC0415
 
     self.folder, manifest = _c_manifest(path)
+    build = build_graph_c_runner if manifest["format"] == GRAPH_FORMAT else build_c_runner
     self.scale = float(manifest["input"]["scale"])
     self.qmax = 2 ** int(manifest["input"]["bits"]) - 1
     self._tmp = tempfile.TemporaryDirectory(prefix="qdarts_eval_c_")
     try:
-      self.executable = build_c_runner(self.folder, Path(self._tmp.name) / "qdarts_run")
+      self.executable = build(self.folder, Path(self._tmp.name) / "qdarts_run")
     except (RuntimeError, OSError, KeyError, ValueError) as e:
       first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
       raise ConfigError(f"{self.folder}: cannot build the C export ({first})") from None

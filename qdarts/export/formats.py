@@ -23,8 +23,15 @@ from qdarts.export.c_export import (
   render_c,
   run_c_runner,
 )
+from qdarts.export.graph_c import build_graph_c_runner, export_graph_c, render_graph_c
 from qdarts.export.graph_file import node_kind
-from qdarts.export.graph_integer import integer_graph_forward, to_integer_graph
+from qdarts.export.graph_integer import (
+  IntegerGraph,
+  integer_graph_forward,
+  integer_graph_trace,
+  quantize_graph_input,
+  to_integer_graph,
+)
 from qdarts.export.graph_ir import GConv, GGlobalAvgPool, GLinear, QuantizedGraph, validate_graph
 from qdarts.export.graph_onnx import build_graph_model, export_graph_onnx
 from qdarts.export.integer_model import (
@@ -119,22 +126,57 @@ _BUILDERS: dict[str, Callable[[QuantizedChain], object]] = {
 }
 
 
+GRAPH_FORMATS = ("onnx", "c")
+"""The formats that write DAGs (DARTS final networks)."""
+
+
 def _graph_builder(fmt: str) -> Callable[[QuantizedGraph], object]:
-  """Only ONNX writes DAGs; the chain writers of the other formats refuse the first node kind
-  they have no writer for, by name."""
+  """ONNX and C write DAGs; TFLite's chain writer refuses the first node kind it has no
+  writer for, by name."""
   if fmt == "onnx":
     return build_graph_model
+  if fmt == "c":
+    return lambda graph: render_graph_c(to_integer_graph(graph))
 
   def refuse(graph: QuantizedGraph) -> None:
     validate_graph(graph)
     node = next(n for n in graph.nodes if not isinstance(n, GConv | GGlobalAvgPool | GLinear))
-    kind = node_kind(node)
     raise ValueError(
-      f"node {node.name!r} ({kind}) of a DARTS cell is not supported by the {fmt} exporter "
-      "yet; DARTS networks export to onnx"
+      f"node {node.name!r} ({node_kind(node)}) of a DARTS cell is not supported by the {fmt} "
+      f"exporter yet; DARTS networks export to {' and '.join(GRAPH_FORMATS)}"
     )
 
   return refuse
+
+
+def _graph_record(logits: np.ndarray, reference: np.ndarray, igraph: IntegerGraph) -> dict:
+  gap = np.abs(logits.astype(np.float64) - reference) / igraph.logit_scale.astype(np.float64)
+  return {
+    "verified": True,
+    "samples": int(len(logits)),
+    "prediction_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
+    "max_logit_diff_lsb": float(gap.max()),
+  }
+
+
+def _verify_graph_onnx(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
+  return _graph_record(run_onnx(path, x), integer_graph_forward(igraph, x), igraph)
+
+
+def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
+  if find_c_compiler() is None:
+    return {"verified": False, "why": "no C compiler on this machine"}
+  codes = quantize_graph_input(igraph, x).astype(np.uint8)
+  with tempfile.TemporaryDirectory(prefix="qdarts_c_") as tmp:
+    out = run_c_runner(build_graph_c_runner(path, Path(tmp) / "runner"), codes)
+  expected = integer_graph_trace(igraph, x)[igraph.nodes[-1].node.name]
+  record = _graph_record(out.logits, integer_graph_forward(igraph, x), igraph)
+  record["bit_exact"] = bool(np.array_equal(out.accumulators, expected))
+  return record
+
+
+_GRAPH_WRITERS = {"onnx": export_graph_onnx, "c": lambda graph, path: export_graph_c(graph, path)}
+_GRAPH_VERIFIERS = {"onnx": _verify_graph_onnx, "c": _verify_graph_c}
 
 
 def check_formats(subnet: QuantizedChain | QuantizedGraph, formats) -> None:
@@ -169,7 +211,7 @@ def parse_formats(spec: str) -> tuple[str, ...]:
 def _export_and_verify_graph(
   graph: QuantizedGraph, out_dir: Path, formats, x_verify: np.ndarray
 ) -> dict[str, dict]:
-  """ONNX only (:func:`check_formats` refuses the others): the model in ONNX Runtime against
+  """Each of :data:`GRAPH_FORMATS` (:func:`check_formats` refuses the others) against
   :func:`~qdarts.export.graph_integer.integer_graph_forward`."""
   check_formats(graph, formats)
   try:
@@ -177,17 +219,10 @@ def _export_and_verify_graph(
   except ValueError as e:
     raise ConfigError(f"integer model: {' '.join(str(e).split())}") from None
   results = {}
-  for fmt in formats:  # only "onnx" passes check_formats
-    path = export_graph_onnx(graph, Path(out_dir) / ARTIFACT[fmt])
-    logits, reference = run_onnx(path, x_verify), integer_graph_forward(igraph, x_verify)
-    gap = np.abs(logits.astype(np.float64) - reference) / igraph.logit_scale.astype(np.float64)
-    results[fmt] = {
-      "path": ARTIFACT[fmt],
-      "verified": True,
-      "samples": int(len(x_verify)),
-      "prediction_agreement": float((logits.argmax(-1) == reference.argmax(-1)).mean()),
-      "max_logit_diff_lsb": float(gap.max()),
-    }
+  for fmt in formats:
+    path = Path(out_dir) / ARTIFACT[fmt]
+    _GRAPH_WRITERS[fmt](graph, path)
+    results[fmt] = {"path": ARTIFACT[fmt], **_GRAPH_VERIFIERS[fmt](path, igraph, x_verify)}
   return results
 
 

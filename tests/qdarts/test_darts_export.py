@@ -2,6 +2,7 @@
 then rebuilt from the run folder by `qdarts export RUN` and run by `qdarts eval`."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -57,7 +58,7 @@ def darts_export(quickstart_path, tmp_path_factory):
   }
   run_dir = tmp_path_factory.mktemp("darts_export")
   accuracies, verification, skipped = darts_stages.export_final(
-    net, data, metadata, run_dir, ("onnx", "c"), fq_logits
+    net, data, metadata, run_dir, ("onnx", "c", "tflite"), fq_logits
   )
   return run_dir, accuracies, verification, skipped
 
@@ -73,36 +74,43 @@ def _cli(*args, cache):
   )
 
 
-def test_export_final_writes_the_graph_and_a_verified_onnx_model(darts_export):
+def test_export_final_writes_the_graph_and_verified_onnx_and_c(darts_export):
   run_dir, accuracies, verification, skipped = darts_export
   assert isinstance(load_subnet(run_dir / "subnet.npz"), QuantizedGraph)
-  assert (run_dir / "model.onnx").stat().st_size > 0 and not (run_dir / "c").exists()
+  assert (run_dir / "model.onnx").stat().st_size > 0 and not (run_dir / "model.tflite").exists()
   assert verification["onnx"]["max_logit_diff_lsb"] <= 1.0
   assert verification["onnx"]["prediction_agreement"] == 1.0
+  assert (run_dir / "c" / "manifest.json").exists()
+  if shutil.which("cc") or shutil.which("gcc"):
+    assert verification["c"]["bit_exact"] is True
   assert accuracies["prediction_agreement"] >= 0.99  # ONNX Runtime against the JAX network
   assert abs(accuracies["onnx_minus_fake_quant_pp"]) <= 1.0
-  assert skipped == "c export skipped: DARTS networks export to onnx only"
+  assert skipped == "tflite export skipped: DARTS networks export to onnx and c only"
 
 
-def test_qdarts_export_and_eval_on_a_darts_run(darts_export, tmp_path, compilation_cache_dir):
+def test_qdarts_export_and_eval_on_a_darts_run(darts_export, compilation_cache_dir):
   run_dir = darts_export[0]
   (run_dir / "model.onnx").unlink()
-  proc = _cli("export", run_dir, "--format", "onnx", cache=compilation_cache_dir)
+  shutil.rmtree(run_dir / "c")
+  proc = _cli("export", run_dir, "--format", "onnx,c", cache=compilation_cache_dir)
   assert proc.returncode == 0, proc.stderr
-  assert "onnx:" in proc.stdout and (run_dir / "model.onnx").exists()
-  proc = _cli("eval", run_dir / "model.onnx", cache=compilation_cache_dir)
-  assert proc.returncode == 0, proc.stderr
-  accuracy = float(
-    next(x for x in proc.stdout.splitlines() if x.startswith("accuracy:")).split()[1]
-  )
-  assert 0.0 <= accuracy <= 1.0
+  assert "onnx:" in proc.stdout and "c:" in proc.stdout and (run_dir / "model.onnx").exists()
+  accuracies = []
+  for model in (run_dir / "model.onnx", run_dir / "c"):
+    proc = _cli("eval", model, cache=compilation_cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("accuracy:"))
+    accuracies.append(float(line.split()[1]))
+  assert accuracies[0] == accuracies[1]  # ONNX Runtime and the C build predict alike
 
 
-def test_qdarts_export_refuses_c_for_a_darts_run_in_one_line(darts_export, compilation_cache_dir):
+def test_qdarts_export_refuses_tflite_for_a_darts_run_in_one_line(
+  darts_export, compilation_cache_dir
+):
   run_dir = darts_export[0]
   before = sorted(p.name for p in run_dir.iterdir())
-  proc = _cli("export", run_dir, "--format", "onnx,c", cache=compilation_cache_dir)
+  proc = _cli("export", run_dir, "--format", "all", cache=compilation_cache_dir)
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and "--format c: node 'cell0.pre0.in' (requant)" in lines[0], lines
+  assert len(lines) == 1 and "--format tflite: node 'cell0.pre0.in' (requant)" in lines[0], lines
   assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written

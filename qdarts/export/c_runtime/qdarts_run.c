@@ -11,7 +11,9 @@
  * I/O error, 2 + the qdarts_infer status on an inference error.
  *
  * Build with the model and the runtime, naming the model symbol if it is not qdarts_net:
- *   cc -std=c99 -O2 -DQDARTS_RUN_MODEL=kws_net model.c qdarts_infer.c qdarts_run.c */
+ *   cc -std=c99 -O2 -DQDARTS_RUN_MODEL=kws_net model.c qdarts_infer.c qdarts_run.c
+ * and for a DAG export, with its runtime too:
+ *   cc -std=c99 -O2 -DQDARTS_RUN_GRAPH model.c qdarts_graph.c qdarts_infer.c qdarts_run.c */
 #define _POSIX_C_SOURCE 199309L /* clock_gettime, for TIMES; the runtime itself is plain C99 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +21,17 @@
 #include <time.h>
 
 #include "model.h"
+#ifdef QDARTS_RUN_GRAPH /* a DAG export (qdarts.export.graph_c): the same files in and out */
+#include "qdarts_graph.h"
+typedef qdarts_graph_model qdarts_run_model;
+#define QDARTS_RUN_INFER qdarts_graph_infer
+#define QDARTS_RUN_LOGITS qdarts_graph_logits
+#else
 #include "qdarts_infer.h"
+typedef qdarts_model qdarts_run_model;
+#define QDARTS_RUN_INFER qdarts_infer
+#define QDARTS_RUN_LOGITS qdarts_logits
+#endif
 
 #ifndef QDARTS_RUN_MODEL
 #define QDARTS_RUN_MODEL qdarts_net
@@ -66,7 +78,7 @@ static int write_outputs(FILE *f, const int32_t *acc, const float *logits, int32
 }
 
 int main(int argc, char **argv) {
-  const qdarts_model *model = &QDARTS_RUN_MODEL;
+  const qdarts_run_model *model = &QDARTS_RUN_MODEL;
   FILE *in, *out, *trace_file = NULL, *times_file = NULL;
   uint8_t *input, *scratch, *trace;
   int32_t *acc;
@@ -102,7 +114,7 @@ int main(int argc, char **argv) {
       break;
     }
     start = now_seconds();
-    rc = qdarts_infer(model, input, scratch, acc, trace_file ? trace : NULL);
+    rc = QDARTS_RUN_INFER(model, input, scratch, acc, trace_file ? trace : NULL);
     if (times_file && write_double(times_file, now_seconds() - start)) {
       fprintf(stderr, "qdarts_run: write failed\n");
       status = 1;
@@ -113,7 +125,7 @@ int main(int argc, char **argv) {
       status = 2 + rc;
       break;
     }
-    qdarts_logits(model, acc, logits);
+    QDARTS_RUN_LOGITS(model, acc, logits);
     if (write_outputs(out, acc, logits, model->num_classes) ||
         (trace_file && fwrite(trace, 1, model->trace_bytes, trace_file) != model->trace_bytes)) {
       fprintf(stderr, "qdarts_run: write failed\n");
