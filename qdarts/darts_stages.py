@@ -172,8 +172,8 @@ def export_final(
   Writes ``subnet.npz`` (its :class:`~qdarts.export.graph_ir.QuantizedGraph`, what
   ``qdarts export`` rebuilds from) and ``model.onnx``, runs the model in ONNX Runtime on the
   test split, and checks every configured format it can write against the integer model
-  (:func:`~qdarts.export.formats.export_and_verify`). Only ONNX and C write DAGs yet: the other
-  configured formats (TFLite) are skipped.
+  (:func:`~qdarts.export.formats.export_and_verify`); a configured format that does not write
+  DAGs (none now: :data:`~qdarts.export.formats.GRAPH_FORMATS`) would be skipped.
 
   Args:
     net: the trained :class:`~search_spaces.darts_final.DartsFinalNet`.
@@ -204,5 +204,7 @@ def export_final(
   }
   note = None
   if skipped:
-    note = f"{', '.join(skipped)} export skipped: DARTS networks export to onnx and c only"
+    note = f"{', '.join(skipped)} export skipped: DARTS networks export to " + ", ".join(
+      GRAPH_FORMATS
+    )
   return accuracies, verification, note

@@ -24,7 +24,6 @@ from qdarts.export.c_export import (
   run_c_runner,
 )
 from qdarts.export.graph_c import build_graph_c_runner, export_graph_c, render_graph_c
-from qdarts.export.graph_file import node_kind
 from qdarts.export.graph_integer import (
   IntegerGraph,
   integer_graph_forward,
@@ -32,7 +31,7 @@ from qdarts.export.graph_integer import (
   quantize_graph_input,
   to_integer_graph,
 )
-from qdarts.export.graph_ir import GConv, GGlobalAvgPool, GLinear, QuantizedGraph, validate_graph
+from qdarts.export.graph_ir import QuantizedGraph
 from qdarts.export.graph_onnx import build_graph_model, export_graph_onnx
 from qdarts.export.integer_model import (
   IntegerChain,
@@ -126,27 +125,28 @@ _BUILDERS: dict[str, Callable[[QuantizedChain], object]] = {
 }
 
 
-GRAPH_FORMATS = ("onnx", "c")
+GRAPH_FORMATS = ("onnx", "c", "tflite")
 """The formats that write DAGs (DARTS final networks)."""
 
 
+def _graph_tflite_module():
+  try:
+    from qdarts.export import graph_tflite  # noqa: PLC0415
+  except ImportError as e:
+    raise ConfigError(
+      f"--format tflite needs LiteRT: pip install 'qdarts[tflite]' ({e.name} is missing)"
+    ) from None
+  return graph_tflite
+
+
 def _graph_builder(fmt: str) -> Callable[[QuantizedGraph], object]:
-  """ONNX and C write DAGs; TFLite's chain writer refuses the first node kind it has no
-  writer for, by name."""
+  """The in-memory writer of ``fmt`` for DAGs; each raises ValueError naming the node it
+  cannot express."""
   if fmt == "onnx":
     return build_graph_model
   if fmt == "c":
     return lambda graph: render_graph_c(to_integer_graph(graph))
-
-  def refuse(graph: QuantizedGraph) -> None:
-    validate_graph(graph)
-    node = next(n for n in graph.nodes if not isinstance(n, GConv | GGlobalAvgPool | GLinear))
-    raise ValueError(
-      f"node {node.name!r} ({node_kind(node)}) of a DARTS cell is not supported by the {fmt} "
-      f"exporter yet; DARTS networks export to {' and '.join(GRAPH_FORMATS)}"
-    )
-
-  return refuse
+  return lambda graph: _graph_tflite_module().build_graph_tflite(graph)
 
 
 def _graph_record(logits: np.ndarray, reference: np.ndarray, igraph: IntegerGraph) -> dict:
@@ -175,8 +175,34 @@ def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
   return record
 
 
-_GRAPH_WRITERS = {"onnx": export_graph_onnx, "c": lambda graph, path: export_graph_c(graph, path)}
-_GRAPH_VERIFIERS = {"onnx": _verify_graph_onnx, "c": _verify_graph_c}
+def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
+  """LiteRT's builtin kernels against the double-rounding integer model, on the int8 grid of
+  the logits (as :func:`_verify_tflite` for chains)."""
+  from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (optional)
+
+  double = dataclasses.replace(igraph, rounding="double")
+  scale, zero_point = _graph_tflite_module().graph_logit_quantization(igraph)
+  codes = np.round(run_tflite(path, x, kernels="builtin") / scale) + zero_point
+  reference = np.clip(np.round(integer_graph_forward(double, x) / scale) + zero_point, -128, 127)
+  return {
+    "verified": True,
+    "samples": int(len(x)),
+    "prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
+    "max_logit_diff_lsb": float(np.abs(codes - reference).max()),
+    "kernels": "builtin (double rounding)",
+  }
+
+
+_GRAPH_WRITERS = {
+  "onnx": export_graph_onnx,
+  "c": lambda graph, path: export_graph_c(graph, path),
+  "tflite": lambda graph, path: _graph_tflite_module().export_graph_tflite(graph, path),
+}
+_GRAPH_VERIFIERS = {
+  "onnx": _verify_graph_onnx,
+  "c": _verify_graph_c,
+  "tflite": _verify_graph_tflite,
+}
 
 
 def check_formats(subnet: QuantizedChain | QuantizedGraph, formats) -> None:

@@ -406,14 +406,19 @@ def _metadata(chain: QuantizedChain) -> dict:
 
 
 def _serialize(g: _Graph, chain: QuantizedChain, x_in: int, logits: int) -> bytes:
+  return _serialize_model(g, _metadata(chain), x_in, logits, "qdarts quantized chain")
+
+
+def _serialize_model(g: _Graph, metadata: dict, x_in: int, logits: int, description: str) -> bytes:
+  """The flatbuffer of one subgraph ``x_in → logits`` with ``metadata`` as JSON."""
   subgraph = fb.SubGraphT()
   subgraph.tensors, subgraph.operators = g.tensors, g.operators
   subgraph.inputs, subgraph.outputs, subgraph.name = [x_in], [logits], "main"
   entry = fb.MetadataT()
   entry.name = METADATA_NAME
-  entry.buffer = g.buffer(json.dumps(_metadata(chain)).encode())
+  entry.buffer = g.buffer(json.dumps(metadata).encode())
   model = fb.ModelT()
-  model.version, model.description = _SCHEMA_VERSION, "qdarts quantized chain"
+  model.version, model.description = _SCHEMA_VERSION, description
   model.operatorCodes = [_opcode(code, version) for code, version in g.opcodes]
   model.subgraphs, model.buffers, model.metadata = [subgraph], g.buffers, [entry]
   builder = flatbuffers.Builder(1024)

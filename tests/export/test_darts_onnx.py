@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto
 
 from qdarts.errors import ConfigError
-from qdarts.export.formats import check_formats, export_and_verify
+from qdarts.export.formats import export_and_verify
 from qdarts.export.graph_file import load_graph, load_subnet, save_graph
 from qdarts.export.graph_integer import integer_graph_forward, to_integer_graph
 from qdarts.export.graph_ir import GConv, GLinear
@@ -70,20 +70,6 @@ def test_graph_file_round_trip(darts_graph, tmp_path):
   (tmp_path / "bad.npz").write_bytes(b"not a zip")
   with pytest.raises(ConfigError, match="not a qdarts SubNet file"):
     load_graph(tmp_path / "bad.npz")
-
-
-def test_tflite_refuses_in_one_line_and_nothing_is_written(darts_graph, tmp_path):
-  graph, x = darts_graph
-  message = (
-    r"--format tflite: node 'cell0.pre0.in' \(requant\) of a DARTS cell is not supported by "
-    r"the tflite exporter yet; DARTS networks export to onnx and c"
-  )
-  with pytest.raises(ConfigError, match=message) as err:
-    check_formats(graph, ["onnx", "c", "tflite"])
-  assert "\n" not in str(err.value)
-  with pytest.raises(ConfigError, match=message):
-    export_and_verify(graph, tmp_path, ["onnx", "c", "tflite"], x[:4])
-  assert not list(tmp_path.iterdir())
 
 
 def test_export_and_verify_records_the_agreement(darts_graph, tmp_path):

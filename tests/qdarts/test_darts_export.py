@@ -1,6 +1,7 @@
 """A trained DARTS final network exported as `qdarts search` exports it (darts_stages.export_final),
 then rebuilt from the run folder by `qdarts export RUN` and run by `qdarts eval`."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -10,8 +11,8 @@ import pytest
 
 from qdarts import darts_stages, pipeline
 from qdarts.config import load_config
-from qdarts.export.graph_file import load_subnet
-from qdarts.export.graph_ir import QuantizedGraph
+from qdarts.export.graph_file import load_subnet, save_graph
+from qdarts.export.graph_ir import Grid, QuantizedGraph
 from search_spaces.darts_genotype import Genotype
 
 TINY_FINAL = [
@@ -74,18 +75,18 @@ def _cli(*args, cache):
   )
 
 
-def test_export_final_writes_the_graph_and_verified_onnx_and_c(darts_export):
+def test_export_final_writes_the_graph_and_every_format_verified(darts_export):
   run_dir, accuracies, verification, skipped = darts_export
   assert isinstance(load_subnet(run_dir / "subnet.npz"), QuantizedGraph)
-  assert (run_dir / "model.onnx").stat().st_size > 0 and not (run_dir / "model.tflite").exists()
+  assert (run_dir / "model.onnx").stat().st_size > 0 and (run_dir / "model.tflite").exists()
+  assert (run_dir / "c" / "manifest.json").exists() and skipped is None
   assert verification["onnx"]["max_logit_diff_lsb"] <= 1.0
   assert verification["onnx"]["prediction_agreement"] == 1.0
-  assert (run_dir / "c" / "manifest.json").exists()
+  assert verification["tflite"]["max_logit_diff_lsb"] <= 1.0
   if shutil.which("cc") or shutil.which("gcc"):
     assert verification["c"]["bit_exact"] is True
   assert accuracies["prediction_agreement"] >= 0.99  # ONNX Runtime against the JAX network
   assert abs(accuracies["onnx_minus_fake_quant_pp"]) <= 1.0
-  assert skipped == "tflite export skipped: DARTS networks export to onnx and c only"
 
 
 def test_qdarts_export_and_eval_on_a_darts_run(darts_export, compilation_cache_dir):
@@ -104,13 +105,20 @@ def test_qdarts_export_and_eval_on_a_darts_run(darts_export, compilation_cache_d
   assert accuracies[0] == accuracies[1]  # ONNX Runtime and the C build predict alike
 
 
-def test_qdarts_export_refuses_tflite_for_a_darts_run_in_one_line(
-  darts_export, compilation_cache_dir
-):
-  run_dir = darts_export[0]
+def test_unsupported_graph_is_refused_in_one_line(darts_export, tmp_path, compilation_cache_dir):
+  """A graph TFLite cannot hold (a signed 4-bit state): exit 2, one line, nothing written."""
+  run_dir = tmp_path / "run"
+  shutil.copytree(darts_export[0], run_dir)
+  graph = load_subnet(run_dir / "subnet.npz")
+  nodes = tuple(
+    dataclasses.replace(n, out=Grid(n.out.step, 4, True)) if n.name == "stem" else n
+    for n in graph.nodes
+  )
+  save_graph(dataclasses.replace(graph, nodes=nodes), run_dir / "subnet.npz")
+  (run_dir / "model.tflite").unlink()
   before = sorted(p.name for p in run_dir.iterdir())
   proc = _cli("export", run_dir, "--format", "all", cache=compilation_cache_dir)
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and "--format tflite: node 'cell0.pre0.in' (requant)" in lines[0], lines
+  assert len(lines) == 1 and "--format tflite: node 'stem': TFLite holds signed" in lines[0], lines
   assert sorted(p.name for p in run_dir.iterdir()) == before  # nothing written

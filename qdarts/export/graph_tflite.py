@@ -1,0 +1,254 @@
+"""TFLite (LiteRT) export of a :class:`~qdarts.export.graph_ir.QuantizedGraph` (DARTS networks).
+
+The conventions of :mod:`qdarts.export.tflite`: float32 NHWC ``"input"`` → QUANTIZE, every tensor
+int8, FULLY_CONNECTED → DEQUANTIZE → float32 ``"logits"`` (dynamic batch), per-channel INT8 or
+INT4 filters, int32 biases with scale ``s_in·s_w[c]``, the logits' int8 scale from
+:func:`~qdarts.export.tflite.logit_quantization`. A tensor on an unsigned grid holds ``u − 128``
+(zero point −128; a MINIMUM clamps it below 8 bits), one on a signed grid its code (zero point 0).
+Per node::
+
+  GConv:          [STRIDED_SLICE (crop)] → [PAD] → CONV_2D | DEPTHWISE_CONV_2D (dilation)
+                  → the output grid [→ MINIMUM]
+  GRequant:       QUANTIZE int8 → int8 (requantization; u ≥ 0 is int8 saturation at −128)
+  GAdd:           ADD (int8, each input its own scale)
+  GConcat:        CONCATENATION (axis 3; all inputs on the output's quantization)
+  GMaxPool:       MAX_POOL_2D 3×3 stride 1 SAME [→ STRIDED_SLICE stride 2]
+  GAvgPool:       AVERAGE_POOL_2D 3×3 stride 1 SAME [→ STRIDED_SLICE stride 2]
+  GGlobalAvgPool: MEAN over H, W
+  GLinear:        FULLY_CONNECTED → DEQUANTIZE
+
+A 3×3 pool with padding 1 and stride 2 takes the windows centred on even pixels; TFLite's SAME
+padding at stride 2 pads (0, 1) and would centre them on odd ones. The stride-1 SAME pool (pads
+(1, 1), averages over the real pixels only, rounding half away from zero) subsampled by
+STRIDED_SLICE is the DARTS pool exactly.
+
+LiteRT's builtin kernels requantize in fixed point with gemmlowp's double rounding: compare them
+with :func:`~qdarts.export.graph_integer.to_integer_graph` ``(rounding="double")``.
+"""
+
+import os
+import pathlib
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as fb
+
+from qdarts.export.graph_integer import IntegerGraph, IntNode, to_integer_graph
+from qdarts.export.graph_ir import (
+  INPUT,
+  GAdd,
+  GAvgPool,
+  GConcat,
+  GConv,
+  GLinear,
+  GMaxPool,
+  GRequant,
+  Grid,
+  QuantizedGraph,
+)
+from qdarts.export.ir import QLinear
+from qdarts.export.tflite import (
+  _OP,
+  _OPTIONS,
+  _TYPE,
+  ACT_ZERO_POINT,
+  INPUT_NAME,
+  INT4_MAX_BITS,
+  OUTPUT_NAME,
+  _ActQuant,
+  _clamp_codes,
+  _filter,
+  _Graph,
+  _serialize_model,
+  logit_quantization,
+)
+from qdarts.run_dir import atomic_write_bytes
+
+
+def _quant(grid: Grid, where: str) -> _ActQuant:
+  if grid.signed and grid.bits != 8:
+    raise ValueError(f"node {where!r}: TFLite holds signed grids at 8 bits only")
+  return _ActQuant(grid.step, grid.bits, zero_point=0 if grid.signed else ACT_ZERO_POINT)
+
+
+class _Tensors:
+  """The int8 tensor index, shape and quantization of every graph tensor, by name."""
+
+  def __init__(self) -> None:
+    self.index: dict[str, int] = {}
+    self.shape: dict[str, list[int]] = {}
+    self.quant: dict[str, _ActQuant] = {}
+
+  def put(self, name: str, index: int, shape, quant: _ActQuant) -> None:
+    self.index[name], self.shape[name], self.quant[name] = index, list(shape), quant
+
+
+def _strided_slice(g: _Graph, name: str, x: int, shape, offset: int, stride: int, quant):
+  """``x[:, offset::stride, offset::stride, :]``."""
+  begin = g.tensor(
+    f"{name}.begin", [4], _TYPE.INT32, None, np.int32([0, offset, offset, 0]).tobytes()
+  )
+  end = g.tensor(f"{name}.end", [4], _TYPE.INT32, None, np.int32([0, 0, 0, 0]).tobytes())
+  strides = g.tensor(
+    f"{name}.strides", [4], _TYPE.INT32, None, np.int32([1, stride, stride, 1]).tobytes()
+  )
+  options = fb.StridedSliceOptionsT()
+  options.beginMask, options.endMask = 0b1001, 0b1111
+  out_shape = [shape[0], -(-(shape[1] - offset) // stride), -(-(shape[2] - offset) // stride),
+               shape[3]]  # fmt: skip
+  y = g.act(name, out_shape, quant)
+  g.op(_OP.STRIDED_SLICE, [x, begin, end, strides], [y], _OPTIONS.StridedSliceOptions, options)
+  return y, out_shape
+
+
+def _pad(g: _Graph, name: str, x: int, shape, padding, quant):
+  (top, bottom), (left, right) = padding
+  if top == bottom == left == right == 0:
+    return x, shape
+  pads = np.array([[0, 0], [top, bottom], [left, right], [0, 0]], np.int32)
+  paddings = g.tensor(f"{name}.paddings", [4, 2], _TYPE.INT32, None, pads.tobytes())
+  out_shape = [shape[0], shape[1] + top + bottom, shape[2] + left + right, shape[3]]
+  y = g.act(f"{name}.padded", out_shape, quant)
+  g.op(_OP.PAD, [x, paddings], [y])  # fills the zero point: real 0
+  return y, out_shape
+
+
+def _bias(g: _Graph, n: IntNode) -> int:
+  scale = np.float32(n.in_grid.step) * np.asarray(n.node.w_step, np.float32)
+  q = fb.QuantizationParametersT()
+  q.scale, q.zeroPoint = [float(v) for v in scale], [0] * scale.size
+  return g.tensor(f"{n.node.name}.b", [scale.size], _TYPE.INT32, q, n.bias.tobytes())
+
+
+def _conv(g: _Graph, t: _Tensors, n: IntNode) -> None:
+  node: GConv = n.node
+  src = node.inputs[0]
+  x, shape, quant = t.index[src], t.shape[src], t.quant[src]
+  if node.offset:
+    x, shape = _strided_slice(g, f"{node.name}.crop", x, shape, node.offset, 1, quant)
+  x, shape = _pad(g, node.name, x, shape, node.padding, quant)
+  codes = n.weight  # OHWI (cout, kh, kw, cin/g)
+  if node.groups == 1:
+    code, options_type, options, axis = _OP.CONV_2D, _OPTIONS.Conv2DOptions, fb.Conv2DOptionsT(), 0
+  elif node.groups == shape[3] == codes.shape[0]:
+    code, options_type, axis = _OP.DEPTHWISE_CONV_2D, _OPTIONS.DepthwiseConv2DOptions, 3
+    options, codes = fb.DepthwiseConv2DOptionsT(), codes.transpose(3, 1, 2, 0)  # (1, kh, kw, c)
+    options.depthMultiplier = 1
+  else:
+    raise ValueError(f"node {node.name!r}: TFLite has no convolution with groups={node.groups}")
+  options.padding, options.strideH, options.strideW = fb.Padding.VALID, node.stride, node.stride
+  options.dilationHFactor = options.dilationWFactor = node.dilation
+  weights = _filter(g, node.name, codes, node.w_step, node.w_bits, axis)
+  out_shape, out_quant = [-1, *n.out_shape], _quant(node.out, node.name)
+  y = g.act(f"{node.name}.out", out_shape, out_quant)
+  g.op(code, [x, weights, _bias(g, n)], [y], options_type, options)
+  t.put(node.name, _clamp_codes(g, y, node.name, out_shape, out_quant), out_shape, out_quant)
+
+
+def _pool(g: _Graph, t: _Tensors, n: IntNode) -> None:
+  node = n.node
+  src = node.inputs[0]
+  x, shape, quant = t.index[src], t.shape[src], t.quant[src]
+  options = fb.Pool2DOptionsT()
+  options.padding, options.strideH = fb.Padding.SAME, 1
+  options.strideW, options.filterHeight, options.filterWidth = 1, 3, 3
+  code = _OP.MAX_POOL_2D if isinstance(node, GMaxPool) else _OP.AVERAGE_POOL_2D
+  name = f"{node.name}.s1" if node.stride == 2 else node.name
+  y = g.act(name, shape, quant)
+  g.op(code, [x], [y], _OPTIONS.Pool2DOptions, options)
+  if node.stride == 2:
+    y, shape = _strided_slice(g, node.name, y, shape, 0, 2, quant)
+  t.put(node.name, y, shape, quant)
+
+
+def _node(g: _Graph, t: _Tensors, n: IntNode) -> None:
+  node = n.node
+  if isinstance(node, GConv):
+    return _conv(g, t, n)
+  if isinstance(node, GMaxPool | GAvgPool):
+    return _pool(g, t, n)
+  ins = [t.index[i] for i in node.inputs]
+  out_shape = [-1, *n.out_shape]
+  out_quant = _quant(node.out, node.name)
+  y = g.act(f"{node.name}.out", out_shape, out_quant)
+  if isinstance(node, GRequant):
+    g.op(_OP.QUANTIZE, ins, [y])
+  elif isinstance(node, GAdd):
+    options = fb.AddOptionsT()
+    g.op(_OP.ADD, ins, [y], _OPTIONS.AddOptions, options)
+  elif isinstance(node, GConcat):
+    options = fb.ConcatenationOptionsT()
+    options.axis = 3
+    g.op(_OP.CONCATENATION, ins, [y], _OPTIONS.ConcatenationOptions, options)
+  else:  # GGlobalAvgPool
+    axes = g.tensor(f"{node.name}.axes", [2], _TYPE.INT32, None, np.int32([1, 2]).tobytes())
+    options = fb.ReducerOptionsT()
+    options.keepDims = False
+    g.op(_OP.MEAN, [ins[0], axes], [y], _OPTIONS.ReducerOptions, options)
+  if not isinstance(node, GConcat):
+    y = _clamp_codes(g, y, node.name, out_shape, out_quant)
+  t.put(node.name, y, out_shape, out_quant)
+
+
+def _as_chain_linear(n: IntNode) -> QLinear:
+  """The classifier as :mod:`qdarts.export.ir` describes it (for the logits' quantization)."""
+  node: GLinear = n.node
+  grid = n.in_grid
+  return QLinear(node.name, node.weight, node.bias, node.w_step, node.w_bits, grid.step, grid.bits)
+
+
+def _linear(g: _Graph, t: _Tensors, n: IntNode) -> int:
+  node: GLinear = n.node
+  weights = _filter(g, node.name, n.weight, node.w_step, node.w_bits, 0)
+  scale, zero_point = logit_quantization(_as_chain_linear(n))
+  q = fb.QuantizationParametersT()
+  q.scale, q.zeroPoint = [float(np.float32(scale))], [zero_point]
+  out_shape = [-1, n.weight.shape[0]]
+  y = g.tensor(f"{node.name}.out", out_shape, _TYPE.INT8, q)
+  x = t.index[node.inputs[0]]
+  g.op(_OP.FULLY_CONNECTED, [x, weights, _bias(g, n)], [y], _OPTIONS.FullyConnectedOptions,
+       fb.FullyConnectedOptionsT())  # fmt: skip
+  logits = g.tensor(OUTPUT_NAME, out_shape, _TYPE.FLOAT32)
+  g.op(_OP.DEQUANTIZE, [y], [logits])
+  return logits
+
+
+def graph_logit_quantization(graph: QuantizedGraph | IntegerGraph) -> tuple[float, int]:
+  """The int8 ``(scale, zero_point)`` of the exported logits."""
+  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
+  return logit_quantization(_as_chain_linear(igraph.nodes[-1]))
+
+
+def build_graph_tflite(graph: QuantizedGraph | IntegerGraph) -> bytes:
+  """The int8/int4 TFLite flatbuffer of a graph (see the module docstring).
+
+  Raises:
+    ValueError: the graph is invalid or has no TFLite form (naming the node).
+  """
+  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
+  g, t = _Graph(), _Tensors()
+  shape = [-1, *igraph.input_shape]
+  x_in = g.tensor(INPUT_NAME, shape, _TYPE.FLOAT32)
+  quant = _quant(igraph.input_grid, INPUT)
+  q = g.act(f"{INPUT}.q", shape, quant)
+  g.op(_OP.QUANTIZE, [x_in], [q])
+  t.put(INPUT, _clamp_codes(g, q, INPUT, shape, quant), shape, quant)
+  for n in igraph.nodes[:-1]:
+    _node(g, t, n)
+  logits = _linear(g, t, igraph.nodes[-1])
+  scale, zero_point = graph_logit_quantization(igraph)
+  layers = [
+    {"name": n.node.name, "w_bits": int(n.node.w_bits), "a_bits": int(n.in_grid.bits),
+     "weights": "INT4" if n.node.w_bits <= INT4_MAX_BITS else "INT8"}
+    for n in igraph.nodes if isinstance(n.node, GConv | GLinear)
+  ]  # fmt: skip
+  metadata = {**igraph.metadata, "qdarts.layers": layers, "qdarts.graph": "dag",
+              "qdarts.logits": {"scale": scale, "zero_point": zero_point}}  # fmt: skip
+  return _serialize_model(g, metadata, x_in, logits, "qdarts quantized DAG")
+
+
+def export_graph_tflite(graph: QuantizedGraph, path: str | os.PathLike) -> pathlib.Path:
+  """Writes the TFLite model of ``graph`` to ``path`` atomically (built in memory first)."""
+  path = pathlib.Path(path)
+  data = build_graph_tflite(graph)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  return atomic_write_bytes(path, data)
