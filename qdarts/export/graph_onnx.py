@@ -4,8 +4,9 @@ The conventions of :mod:`qdarts.export.onnx`: opset 21, IR version 10, NCHW floa
 ``[N, C, H, W]`` and ``"logits"`` ``[N, num_classes]``; weights as INT8 codes (INT4 where
 ``w_bits ≤ 4``, packed low nibble first) with a per-channel DequantizeLinear (axis 0), biases
 as int32 codes with scale ``s_in·s_w[c]``. Every tensor of the graph exists in the model as its
-codes ``<name>.q`` — uint8 (zero point 0) on an unsigned grid, int8 (zero point 0) on a signed
-one, narrowed by a Clip below 8 bits (QCDQ) — and each op reads its inputs through a
+codes ``<name>.q`` — uint8, zero point 0 on an unsigned grid and 128 on a signed one (code
+``c`` stored as ``c + 128``: every tensor is uint8, the type ORT's integer kernels take on both
+sides), narrowed by a Clip below 8 bits (QCDQ) — and each op reads its inputs through a
 DequantizeLinear and quantizes its output with a QuantizeLinear, the QDQ layout that ONNX
 Runtime fuses into integer kernels where it has them::
 
@@ -13,9 +14,9 @@ Runtime fuses into integer kernels where it has them::
   GRequant:       DQ → Q [→ Clip]         (a ReLU before an unsigned grid: its clamp at 0)
   GAdd:           DQ, DQ → Add → Q
   GConcat:        Concat of the codes     (every input on the output grid: exact)
-  GMaxPool:       MaxPool of the codes    (int8/uint8 MaxPool, padding ignored: exact)
-  GAvgPool:       Cast(codes) → AveragePool(count_include_pad=0) → round half away from zero
-                  (Sign·Floor(|v| + ½)) → Cast: the integer model's rounding, exactly
+  GMaxPool:       MaxPool of the codes    (uint8 MaxPool, padding ignored: exact)
+  GAvgPool:       Cast(codes) [− 128] → AveragePool(count_include_pad=0) → round half away from
+                  zero (Sign·Floor(|v| + ½)) [+ 128] → Cast: the integer model's rounding, exactly
   GGlobalAvgPool: DQ → GlobalAveragePool → Q
   GLinear:        DQ → Flatten → Gemm(DQ(W), DQ(b); transB=1) → logits
 
@@ -53,10 +54,17 @@ def _codes(name: str) -> str:
   return f"{name}.q"
 
 
+SIGNED_ZERO_POINT = 128
+
+
+def _zero_point(grid: Grid) -> int:
+  return SIGNED_ZERO_POINT if grid.signed else 0
+
+
 def _grid_arrays(g: _Graph, prefix: str, grid: Grid) -> tuple[str, str]:
-  """The scale and the zero point (uint8 or int8 0) of a grid, as initializers."""
+  """The scale and the uint8 zero point (0, or 128 on a signed grid) of a grid."""
   scale = g.array(f"{prefix}.scale", np.float32(grid.step))
-  zero = g.array(f"{prefix}.zero_point", np.int8(0) if grid.signed else np.uint8(0))
+  zero = g.array(f"{prefix}.zero_point", np.uint8(_zero_point(grid)))
   return scale, zero
 
 
@@ -66,9 +74,8 @@ def _quantize(g: _Graph, x: str, name: str, grid: Grid) -> str:
   if grid.bits == 8:
     return g.node("QuantizeLinear", [x, scale, zero], _codes(name))
   q = g.node("QuantizeLinear", [x, scale, zero], f"{name}.q8")
-  dtype = np.int8 if grid.signed else np.uint8
-  qmin, qmax = grid.qrange()
-  lo, hi = g.array(f"{name}.qmin", dtype(qmin)), g.array(f"{name}.qmax", dtype(qmax))
+  qmin, qmax = (v + _zero_point(grid) for v in grid.qrange())
+  lo, hi = g.array(f"{name}.qmin", np.uint8(qmin)), g.array(f"{name}.qmax", np.uint8(qmax))
   return g.node("Clip", [q, lo, hi], _codes(name))
 
 
@@ -116,18 +123,20 @@ def _conv(g: _Graph, n: IntNode) -> str:
 def _avg_pool(g: _Graph, n: IntNode) -> str:
   """The integer model's average exactly: float32 sums of small integer codes, ties exact."""
   node: GAvgPool = n.node
-  name = node.name
+  name, zero = node.name, float(_zero_point(n.out_grid))
   x = g.node("Cast", [_codes(node.inputs[0])], f"{name}.codes_f", to=TensorProto.FLOAT)
+  if zero:
+    x = g.node("Sub", [x, g.array(f"{name}.offset", np.float32(zero))], f"{name}.centred")
   mean = g.node("AveragePool", [x], f"{name}.mean", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
                 strides=[node.stride] * 2, count_include_pad=0)  # fmt: skip
   half = g.array(f"{name}.half", np.float32(0.5))
   magnitude = g.node("Floor", [g.node("Add", [g.node("Abs", [mean], f"{name}.abs"), half],
                                       f"{name}.abs_half")], f"{name}.floor")  # fmt: skip
   rounded = g.node("Mul", [g.node("Sign", [mean], f"{name}.sign"), magnitude], f"{name}.round")
-  g.array(f"{name}.scale", np.float32(n.out_grid.step))  # the input's grid, for consumers
-  dtype = TensorProto.INT8 if n.out_grid.signed else TensorProto.UINT8
-  g.array(f"{name}.zero_point", np.int8(0) if n.out_grid.signed else np.uint8(0))
-  return g.node("Cast", [rounded], _codes(name), to=dtype)
+  if zero:
+    rounded = g.node("Add", [rounded, f"{name}.offset"], f"{name}.stored")
+  _grid_arrays(g, name, n.out_grid)  # the input's grid, for consumers
+  return g.node("Cast", [rounded], _codes(name), to=TensorProto.UINT8)
 
 
 def _same_grid_aliases(g: _Graph, name: str, grid: Grid) -> None:

@@ -79,3 +79,33 @@ def test_export_and_verify_records_the_agreement(darts_graph, tmp_path):
   assert record["verified"] and record["samples"] == len(x)
   assert record["prediction_agreement"] == 1.0 and record["max_logit_diff_lsb"] <= 1.0
   onnx.checker.check_model(onnx.load(tmp_path / "model.onnx"), full_check=True)
+
+
+def test_all_8bit_darts_network_runs_integer_kernels_in_ort(tmp_path):
+  """Every tensor is uint8 (signed grids at zero point 128), so ORT fuses every conv and add."""
+  import jax  # noqa: PLC0415
+  from flax import nnx  # noqa: PLC0415
+
+  from qdarts.export.from_darts import graph_from_darts  # noqa: PLC0415
+  from search_spaces.darts_final import build_final  # noqa: PLC0415
+  from search_spaces.darts_genotype import Genotype  # noqa: PLC0415
+
+  normal = (("sep_conv_3x3", 0, 8, 8), ("skip_connect", 1, None, None))
+  normal += (("dil_conv_5x5", 2, 8, 8), ("avg_pool_3x3", 0, None, None))
+  reduce = (("skip_connect", 0, 8, 8), ("max_pool_3x3", 1, None, None))
+  reduce += (("sep_conv_5x5", 2, 8, 8), ("dil_conv_3x3", 1, 8, 8))
+  net = build_final(Genotype(normal, (2, 3), reduce, (2, 3)), (8, 8, 3), 10, nnx.Rngs(0), cells=3,
+                    init_channels=4)  # fmt: skip
+  x = jax.random.uniform(jax.random.key(3), (16, 8, 8, 3))
+  net.calibrate(x)
+  net.eval()
+  graph = graph_from_darts(net, (8, 8, 3), 10, {})
+  path = export_graph_onnx(graph, tmp_path / "model.onnx")
+  optimized = tmp_path / "optimized.onnx"
+  logits = run_onnx(path, np.asarray(x), optimization="extended", optimized_model_path=optimized)
+  ops = [n.op_type for n in onnx.load(optimized).graph.node]
+  assert ops.count("QLinearConv") == sum(isinstance(n, GConv) for n in graph.nodes)
+  assert "Conv" not in ops and ops.count("QLinearAdd") == 2 * 3  # measured: 30 and 6
+  igraph = to_integer_graph(graph)
+  gap = np.abs(logits - integer_graph_forward(igraph, np.asarray(x))) / igraph.logit_scale
+  assert gap.max() <= 1.0
