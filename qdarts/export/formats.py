@@ -176,20 +176,20 @@ def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
 
 
 def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
-  """LiteRT's builtin kernels against the double-rounding integer model, on the int8 grid of
-  the logits (as :func:`_verify_tflite` for chains)."""
+  """LiteRT's builtin kernels against the integer model in their rounding (``"litert"``), on
+  the int8 grid of the logits (as :func:`_verify_tflite` for chains)."""
   from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (optional)
 
-  double = dataclasses.replace(igraph, rounding="double")
+  litert = dataclasses.replace(igraph, rounding="litert")
   scale, zero_point = _graph_tflite_module().graph_logit_quantization(igraph)
   codes = np.round(run_tflite(path, x, kernels="builtin") / scale) + zero_point
-  reference = np.clip(np.round(integer_graph_forward(double, x) / scale) + zero_point, -128, 127)
+  reference = np.clip(np.round(integer_graph_forward(litert, x) / scale) + zero_point, -128, 127)
   return {
     "verified": True,
     "samples": int(len(x)),
     "prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
     "max_logit_diff_lsb": float(np.abs(codes - reference).max()),
-    "kernels": "builtin (double rounding)",
+    "kernels": "builtin (litert rounding)",
   }
 
 

@@ -119,6 +119,8 @@ def render_graph_c(igraph: IntegerGraph, symbol: str = DEFAULT_SYMBOL) -> tuple[
   """
   if not _IDENTIFIER.match(symbol) or symbol in _RESERVED or symbol.startswith("qdarts_graph"):
     raise ValueError(f"symbol {symbol!r} must be a C identifier other than the runtime's names")
+  if igraph.rounding not in _ROUNDING:
+    raise ValueError(f"the C runtime rounds {' or '.join(_ROUNDING)}, not {igraph.rounding!r}")
   tensors = _tensors(igraph)
   index = {t["name"]: i for i, t in enumerate(tensors)}
   prefix, h, w, c = symbol.upper(), *igraph.input_shape

@@ -19,6 +19,12 @@ rounding) with real multiplier M, then a clamp to the output grid's range:
   half away from zero, TFLite's integer AVERAGE_POOL_2D);
 - global average pool: ``Σ_{h,w} c`` then ``M = s_in / (H·W·s_out)``;
 - linear (last): ``acc[c] = b[c] + Σ x·w[c]``; logits ``acc·s_in·s_w[c]``.
+
+Roundings: ``"single"`` and ``"double"`` as in :mod:`qdarts.export.integer_model` (the C
+runtime computes either), and ``"litert"``, what LiteRT's builtin int8 kernels compute: double
+rounding everywhere, except that the convolutions' final rounding shift breaks ties toward +∞
+(ruy's per-channel requantization) instead of away from zero. Measured on LiteRT 2.3.0, fed the
+same input codes, every node of the tests' DARTS graph is then exact.
 """
 
 import dataclasses
@@ -44,14 +50,16 @@ from qdarts.export.graph_ir import (
   validate_graph,
 )
 from qdarts.export.integer_model import (
+  _INT32_MIN,
   ADD_LEFT_SHIFT,
-  ROUNDINGS,
+  _saturating_rounding_doubling_high_mul,
   multiply_by_quantized_multiplier,
   quantize_multiplier,
 )
 from quant.integer import weight_codes
 
 _INT32_MAX = 2**31 - 1
+ROUNDINGS = ("single", "double", "litert")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,8 +195,24 @@ def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> Inte
 # --- the integer forward pass ---------------------------------------------------------------
 
 
-def _apply(rq: IntRequant, acc: np.ndarray, rounding: str) -> np.ndarray:
-  y = multiply_by_quantized_multiplier(acc, rq.multiplier, rq.shift, rounding)
+def _ruy_multiply(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+  """gemmlowp's doubling high multiply, then a rounding right shift with ties toward +∞."""
+  x, multiplier, shift = (np.asarray(v, np.int64) for v in (x, multiplier, shift))
+  left = np.left_shift(np.int64(1), np.maximum(shift, 0))
+  high = _saturating_rounding_doubling_high_mul(
+    np.clip(x * left, _INT32_MIN, _INT32_MAX), multiplier
+  )
+  right = np.maximum(-shift, 0)
+  half = np.where(right > 0, np.left_shift(np.int64(1), np.maximum(right - 1, 0)), 0)
+  return np.clip((high + half) >> right, _INT32_MIN, _INT32_MAX)
+
+
+def _apply(rq: IntRequant, acc: np.ndarray, rounding: str, conv: bool = False) -> np.ndarray:
+  if rounding == "litert" and conv:
+    y = _ruy_multiply(acc, rq.multiplier, rq.shift)
+  else:
+    mode = "double" if rounding == "litert" else rounding
+    y = multiply_by_quantized_multiplier(acc, rq.multiplier, rq.shift, mode)
   return np.clip(y.astype(np.int64), rq.lo, rq.hi).astype(np.int32)
 
 
@@ -204,6 +228,7 @@ def quantize_graph_input(igraph: IntegerGraph, x: np.ndarray) -> np.ndarray:
 def add_graph_codes(n: IntNode, a: np.ndarray, b: np.ndarray, rounding: str) -> np.ndarray:
   """TFLite's int8 ADD (zero points 0) on the codes of both inputs."""
   (m_a, s_a), (m_b, s_b) = n.add_inputs
+  rounding = "double" if rounding == "litert" else rounding
   scale = np.int64(1) << ADD_LEFT_SHIFT
   total = multiply_by_quantized_multiplier(a.astype(np.int64) * scale, m_a, s_a, rounding)
   total = total.astype(np.int64) + multiply_by_quantized_multiplier(
@@ -225,7 +250,7 @@ def _int_forward(n: IntNode, ins: list[np.ndarray], rounding: str) -> np.ndarray
     kernel = np.moveaxis(n.weight, 0, -1).astype(np.int64)
     acc = conv2d(ins[0].astype(np.int64), kernel, node.stride, node.padding, node.dilation,
                  node.groups, node.offset)  # fmt: skip
-    return _apply(n.requant, acc + n.bias, rounding)
+    return _apply(n.requant, acc + n.bias, rounding, conv=True)
   if isinstance(node, GRequant):
     return _apply(n.requant, ins[0], rounding)
   if isinstance(node, GAdd):

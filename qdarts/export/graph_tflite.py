@@ -22,8 +22,9 @@ padding at stride 2 pads (0, 1) and would centre them on odd ones. The stride-1 
 (1, 1), averages over the real pixels only, rounding half away from zero) subsampled by
 STRIDED_SLICE is the DARTS pool exactly.
 
-LiteRT's builtin kernels requantize in fixed point with gemmlowp's double rounding: compare them
-with :func:`~qdarts.export.graph_integer.to_integer_graph` ``(rounding="double")``.
+LiteRT's builtin kernels requantize in fixed point, gemmlowp's double rounding with ruy's ties
+toward +∞ in the convolutions: :func:`~qdarts.export.graph_integer.to_integer_graph`
+``(rounding="litert")`` computes exactly their int8 tensors (measured on LiteRT 2.3.0).
 """
 
 import os

@@ -61,3 +61,10 @@ def test_export_and_verify_reports_bit_exact_c(darts_graph, tmp_path):
   record = export_and_verify(graph, tmp_path, ["c"], x)["c"]
   assert record["path"] == "c" and record["bit_exact"] is True
   assert record["prediction_agreement"] == 1.0 and record["max_logit_diff_lsb"] < 1e-3
+
+
+def test_litert_rounding_has_no_c_runtime(darts_graph, tmp_path):
+  graph, _ = darts_graph
+  with pytest.raises(ValueError, match="the C runtime rounds single or double, not 'litert'"):
+    export_graph_c(to_integer_graph(graph, rounding="litert"), tmp_path)
+  assert not list(tmp_path.iterdir())

@@ -27,19 +27,24 @@ def _logit_codes(logits, scale, zero_point):
 
 
 @pytest.mark.parametrize(
-  "kernels, rounding", [("builtin", "double"), ("xnnpack", "single")], ids=["builtin", "xnnpack"]
+  "kernels, rounding, differing",
+  [("builtin", "litert", 0.0), ("xnnpack", "single", 0.2)],
+  ids=["builtin", "xnnpack"],
 )
 def test_litert_within_one_logit_code_of_the_integer_model(
-  darts_graph, tmp_path, kernels, rounding
+  darts_graph, tmp_path, kernels, rounding, differing
 ):
+  """Builtin kernels: exact with the integer model in their rounding (measured: 0 codes
+  differ; with plain double rounding 6.9% of the logit codes are one off). XNNPACK (float
+  requantization) against single rounding: one code off on 6.9% of the logit codes."""
   graph, x = darts_graph
   path = export_graph_tflite(graph, tmp_path / "model.tflite")
   scale, zero_point = graph_logit_quantization(graph)
   got = _logit_codes(run_tflite(path, x, kernels=kernels), scale, zero_point)
   igraph = to_integer_graph(graph, rounding=rounding)
   expected = _logit_codes(integer_graph_forward(igraph, x), scale, zero_point)
-  assert np.abs(got - expected).max() <= 1  # measured: 1 code on 6.9% of the logits (both)
-  assert np.mean(got != expected) < 0.2
+  assert np.abs(got - expected).max() <= 1
+  assert np.mean(got != expected) <= differing
 
 
 def test_the_model_holds_the_ops_of_a_darts_cell(darts_graph):
@@ -89,5 +94,5 @@ def test_signed_low_bit_grids_are_refused_in_one_line(darts_graph, tmp_path):
 def test_export_and_verify_records_litert(darts_graph, tmp_path):
   graph, x = darts_graph
   record = export_and_verify(graph, tmp_path, ["tflite"], x)["tflite"]
-  assert record["path"] == "model.tflite" and record["max_logit_diff_lsb"] <= 1.0
-  assert record["prediction_agreement"] >= 0.9  # argmax of int8 codes: one-code ties flip it
+  assert record["path"] == "model.tflite" and record["max_logit_diff_lsb"] == 0.0
+  assert record["prediction_agreement"] == 1.0 and record["kernels"] == "builtin (litert rounding)"
