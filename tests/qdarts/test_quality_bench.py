@@ -45,6 +45,12 @@ def test_quality_bench_table_has_every_method_and_resumes(tmp_path, compilation_
   for label in ("joint search", "uniform 8-bit", "uniform 4-bit", "bits-only", "random search"):
     assert label in table, label
   assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+  for method in ("joint", "fp_bits"):  # a searched SubNet is retrained from scratch, like all
+    row = next(r for r in doc["records"] if r["method"] == method)
+    assert 0.0 <= row["pipeline_accuracy"] <= 1.0  # what `qdarts search` delivered
+    key = "-".join(f"{op}.w{w or 8}a{a or 8}" for op, w, a in row["subnet"])
+    retrained = json.loads((out / "runs" / f"fixed-s0-{key}" / "result.json").read_text())
+    assert row["accuracy"] == retrained["accuracy"]["onnx_runtime"]
   random_row = next(r for r in doc["records"] if r["method"] == "random")
   assert random_row["random_n"] == 2 and random_row["cost"] <= random_row["budget"]
 
