@@ -3,9 +3,9 @@
 :func:`export_graph_c` writes into one folder ``model.h`` (``extern const qdarts_graph_model
 <symbol>;`` and the size macros of :mod:`qdarts.export.c_export`), ``model.c`` (per node its
 packed weight codes, int32 biases, per-channel multipliers and shifts, its input tensor
-indices; the tensor table; the node table), the runtime ``qdarts_graph.h`` / ``qdarts_graph.c``
-with ``qdarts_infer.h`` / ``qdarts_infer.c`` (its fixed point), and ``manifest.json`` (written
-last). The runtime computes exactly the integers of
+indices; the tensor table with arena offsets planned from liveness; the node table), the
+runtime ``qdarts_graph.h`` / ``qdarts_graph.c`` with ``qdarts_infer.h`` / ``qdarts_infer.c`` (its
+fixed point), and ``manifest.json`` (written last). The runtime computes exactly the integers of
 :func:`~qdarts.export.graph_integer.integer_graph_trace`; weights are packed as in
 :mod:`qdarts.export.c_export` (8, 4 or 2-bit containers, output channels first).
 """
@@ -53,16 +53,44 @@ _OPS = {
 
 
 def _tensors(igraph: IntegerGraph) -> list[dict]:
-  """Tensor 0 is the input, then every node output but the logits, each with its own offset."""
-  records, offset = [], 0
+  """Tensor 0 is the input, then every node output but the logits, in node order, each placed
+  in the arena by :func:`_place` (``"offset"``)."""
+  records = []
   shapes = [(INPUT, igraph.input_shape, igraph.input_grid)]
   shapes += [(n.node.name, n.out_shape, n.out_grid) for n in igraph.nodes[:-1]]
   for name, shape, grid in shapes:
     h, w, c = shape if len(shape) == 3 else (1, 1, shape[0])
     records.append({"name": name, "shape": [h, w, c], "signed": bool(grid.signed),
-                    "offset": offset, "bytes": h * w * c})  # fmt: skip
-    offset += h * w * c
+                    "bytes": h * w * c})  # fmt: skip
+  _place(igraph, records)
   return records
+
+
+def _place(igraph: IntegerGraph, records: list[dict]) -> None:
+  """Arena offsets by liveness: node k's output takes the lowest gap that fits among the
+  tensors still to be read (its own inputs included, so it never overlaps them); a tensor's
+  bytes are free after the last node that reads it."""
+  index = {r["name"]: i for i, r in enumerate(records)}
+  last_read = {name: -1 for name in index}
+  for k, n in enumerate(igraph.nodes):
+    for name in n.node.inputs:
+      last_read[name] = k
+  live: dict[str, tuple[int, int]] = {}  # name -> (offset, bytes)
+
+  def allocate(name: str) -> None:
+    size, offset = records[index[name]]["bytes"], 0
+    for start, length in sorted(live.values()):
+      if start - offset >= size:
+        break
+      offset = max(offset, start + length)
+    live[name] = (offset, size)
+    records[index[name]]["offset"] = offset
+
+  allocate(INPUT)
+  for k, n in enumerate(igraph.nodes[:-1]):
+    allocate(n.node.name)
+    for name in [m for m in live if last_read[m] <= k]:
+      del live[name]
 
 
 def _requant_arrays(n: IntNode) -> tuple[np.ndarray, np.ndarray] | None:
@@ -176,7 +204,7 @@ extern const qdarts_graph_model {symbol};
 def _sizes(igraph: IntegerGraph, tensors: list[dict]) -> dict[str, int]:
   return {
     "input_bytes": tensors[0]["bytes"],
-    "scratch_bytes": sum(t["bytes"] for t in tensors),
+    "scratch_bytes": max(t["offset"] + t["bytes"] for t in tensors),
     "trace_bytes": sum(t["bytes"] for t in tensors[1:]),
   }
 

@@ -50,7 +50,10 @@ def test_manifest_lists_the_tables_and_packed_sizes(darts_graph, tmp_path):
     assert record["w_container_bits"] == container_bits(node.w_bits)
     assert record["weight_bytes"] == -(-count * record["w_container_bits"] // 8), node.name
   assert {r["w_container_bits"] for r in nodes.values() if "w_bits" in r} == {2, 4, 8}
-  signed = {t["name"]: t["signed"] for t in manifest["tensors"]}
+  tensors = manifest["tensors"]
+  ends = [t["offset"] + t["bytes"] for t in tensors]
+  assert manifest["sizes"]["scratch_bytes"] == max(ends) < sum(t["bytes"] for t in tensors) / 4
+  signed = {t["name"]: t["signed"] for t in tensors}
   assert signed["cell0.node0"] and not signed["cell0.pre0.in"] and not signed["input"]
   listed = {f["path"] for f in manifest["files"]}
   assert {"model.c", "model.h", "qdarts_graph.c", "qdarts_infer.c"} <= listed

@@ -3,8 +3,9 @@
  * qdarts.export.graph_integer.integer_graph_trace computes: the same integers, bit for bit.
  *
  * Tensors: NHWC codes of one sample, one byte each, zero point 0: int8 (two's complement) on a
- * signed grid, uint8 on an unsigned one. Tensor 0 is the model input (uint8). Every tensor has
- * its own region of the scratch arena (no buffer reuse: simple, and small for DARTS cells).
+ * signed grid, uint8 on an unsigned one. Tensor 0 is the model input (uint8). Each tensor has
+ * a region of the scratch arena, planned by the exporter from liveness: regions are reused once
+ * the last node reading a tensor has run, and a node's output never overlaps its inputs.
  * Weights: signed codes, output channels first (conv OHWI, linear (cout, cin)), C order,
  * packed in 8-, 4- or 2-bit containers as in qdarts_infer.h.
  *
