@@ -164,11 +164,13 @@ def _cell(b: _Builder, i: int, cell: FinalCell, s0: str, s1: str) -> str:
     pre.append(build(b, f"{p}.pre{k}", src, m, _state_grid(q)))
   states, node_grid = pre, _state_grid(cell.node_out)
   for j in range(len(cell.sources) // 2):
+    names = [f"{p}.node{j}.from{cell.sources[k]}.{cell.ops[k].op}" for k in (2 * j, 2 * j + 1)]
+    if names[0] == names[1]:  # the same op twice on one state (a hand-written genotype)
+      names[1] += ".b"
     outs = [
-      _gene_op(b, f"{p}.node{j}.from{cell.sources[k]}.{cell.ops[k].op}", states[cell.sources[k]],
-               cell.ops[k])
-      for k in (2 * j, 2 * j + 1)
-    ]  # fmt: skip
+      _gene_op(b, name, states[cell.sources[k]], cell.ops[k])
+      for name, k in zip(names, (2 * j, 2 * j + 1), strict=True)
+    ]
     states.append(b.add(GAdd(f"{p}.node{j}", tuple(outs), node_grid)))
   return b.add(GConcat(f"{p}.out", tuple(states[i] for i in cell.concat), node_grid))
 
