@@ -20,8 +20,15 @@ Runtime fuses into integer kernels where it has them::
   GGlobalAvgPool: DQ → GlobalAveragePool → Q
   GLinear:        DQ → Flatten → Gemm(DQ(W), DQ(b); transB=1) → logits
 
-QuantizeLinear rounds half to even where the integer model's fixed point rounds ties up, and
-ORT computes in float32: a value within ~1e-7 of a rounding tie can land one code apart.
+.. note:: QuantizeLinear rounds half to even where the integer model's fixed point rounds ties
+  up, and ORT requantizes in float32: a value within ~1e-7 (relative) of a rounding tie can land
+  one code apart, and that code then propagates (a low-bit layer with M > 1 turns one input code
+  into several output codes). Measured: on the tests' 3-cell graph (64 inputs) no code differs
+  (logits within 5.1e-5 accumulator LSB); on a Fashion-MNIST final network (3 cells, 8
+  channels, 2/4/8-bit) 3,752 of 98 million tensor codes differ at ``"extended"`` (26,137 with
+  no fusion), the first by one code, the logits by up to 92 accumulator LSB, and predictions
+  agree on 256 of 256 verification inputs (ONNX Runtime vs the fake-quant network: 9,999 of
+  10,000 test images).
 """
 
 import json
