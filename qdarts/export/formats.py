@@ -177,26 +177,35 @@ def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
 
 def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
   """LiteRT's builtin kernels against the integer model in their rounding (``"litert"``), on
-  the int8 grid of the logits (as :func:`_verify_tflite` for chains)."""
-  from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (optional)
+  the int8 grid of the model's logits (as :func:`_verify_tflite` for chains)."""
+  from qdarts.export.tflite import read_metadata, run_tflite  # noqa: PLC0415 (optional)
 
-  litert = dataclasses.replace(igraph, rounding="litert")
-  scale, zero_point = _graph_tflite_module().graph_logit_quantization(igraph)
+  logits = read_metadata(path)["qdarts.logits"]
+  scale, zero_point = logits["scale"], logits["zero_point"]
   codes = np.round(run_tflite(path, x, kernels="builtin") / scale) + zero_point
-  reference = np.clip(np.round(integer_graph_forward(litert, x) / scale) + zero_point, -128, 127)
+  reference = _graph_tflite_module().litert_logit_codes(igraph, x, scale, zero_point)
   return {
     "verified": True,
     "samples": int(len(x)),
     "prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
     "max_logit_diff_lsb": float(np.abs(codes - reference).max()),
     "kernels": "builtin (litert rounding)",
+    "logit_range": "observed on the verification inputs, x2",
   }
 
 
-_GRAPH_WRITERS = {
-  "onnx": export_graph_onnx,
-  "c": lambda graph, path: export_graph_c(graph, path),
-  "tflite": lambda graph, path: _graph_tflite_module().export_graph_tflite(graph, path),
+def _write_graph_tflite(graph: QuantizedGraph, path: Path, x_verify: np.ndarray):
+  """The logits' int8 range from the integer model on the verification inputs, ×2 (the
+  worst-case range leaves real logits a few codes apart: see graph_logit_quantization)."""
+  module = _graph_tflite_module()
+  observed = integer_graph_forward(to_integer_graph(graph), x_verify)
+  return module.export_graph_tflite(graph, path, module.observed_logit_range(observed))
+
+
+_GRAPH_WRITERS = {  # (graph, path, verification inputs)
+  "onnx": lambda graph, path, x: export_graph_onnx(graph, path),
+  "c": lambda graph, path, x: export_graph_c(graph, path),
+  "tflite": _write_graph_tflite,
 }
 _GRAPH_VERIFIERS = {
   "onnx": _verify_graph_onnx,
@@ -247,7 +256,7 @@ def _export_and_verify_graph(
   results = {}
   for fmt in formats:
     path = Path(out_dir) / ARTIFACT[fmt]
-    _GRAPH_WRITERS[fmt](graph, path)
+    _GRAPH_WRITERS[fmt](graph, path, x_verify)
     results[fmt] = {"path": ARTIFACT[fmt], **_GRAPH_VERIFIERS[fmt](path, igraph, x_verify)}
   return results
 

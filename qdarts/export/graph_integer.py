@@ -195,7 +195,7 @@ def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> Inte
 # --- the integer forward pass ---------------------------------------------------------------
 
 
-def _ruy_multiply(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+def ruy_multiply(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
   """gemmlowp's doubling high multiply, then a rounding right shift with ties toward +∞."""
   x, multiplier, shift = (np.asarray(v, np.int64) for v in (x, multiplier, shift))
   left = np.left_shift(np.int64(1), np.maximum(shift, 0))
@@ -209,7 +209,7 @@ def _ruy_multiply(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> n
 
 def _apply(rq: IntRequant, acc: np.ndarray, rounding: str, conv: bool = False) -> np.ndarray:
   if rounding == "litert" and conv:
-    y = _ruy_multiply(acc, rq.multiplier, rq.shift)
+    y = ruy_multiply(acc, rq.multiplier, rq.shift)
   else:
     mode = "double" if rounding == "litert" else rounding
     y = multiply_by_quantized_multiplier(acc, rq.multiplier, rq.shift, mode)

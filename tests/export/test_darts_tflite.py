@@ -18,6 +18,7 @@ from qdarts.export.graph_tflite import (  # noqa: E402
   build_graph_tflite,
   export_graph_tflite,
   graph_logit_quantization,
+  observed_logit_range,
 )
 from qdarts.export.tflite import read_metadata, run_tflite  # noqa: E402
 
@@ -94,5 +95,25 @@ def test_signed_low_bit_grids_are_refused_in_one_line(darts_graph, tmp_path):
 def test_export_and_verify_records_litert(darts_graph, tmp_path):
   graph, x = darts_graph
   record = export_and_verify(graph, tmp_path, ["tflite"], x)["tflite"]
-  assert record["path"] == "model.tflite" and record["max_logit_diff_lsb"] == 0.0
+  assert record["path"] == "model.tflite" and record["max_logit_diff_lsb"] == 0.0  # exact
   assert record["prediction_agreement"] == 1.0 and record["kernels"] == "builtin (litert rounding)"
+  assert record["logit_range"].startswith("observed")
+
+
+def test_an_observed_logit_range_gives_finer_logit_codes(darts_graph, tmp_path):
+  """The worst-case range leaves real logits few int8 codes; a range from observed logits (as
+  export_and_verify writes it) spreads them over many more, still within a code of the
+  integer model."""
+  graph, x = darts_graph
+  igraph = to_integer_graph(graph, rounding="litert")
+  observed = integer_graph_forward(igraph, x)
+  logit_range = observed_logit_range(observed)
+  path = export_graph_tflite(graph, tmp_path / "m.tflite", logit_range)
+  meta = read_metadata(path)["qdarts.logits"]
+  scale, zero_point = graph_logit_quantization(graph, logit_range)
+  assert (meta["scale"], meta["zero_point"]) == (scale, zero_point)
+  assert scale < graph_logit_quantization(graph)[0] / 4
+  got = _logit_codes(run_tflite(path, x, kernels="builtin"), scale, zero_point)
+  expected = _logit_codes(observed, scale, zero_point)
+  assert np.abs(got - expected).max() <= 1
+  assert got.min() > -128 and got.max() < 127  # nothing saturates
