@@ -280,14 +280,15 @@ def run(
   t0 = time.perf_counter()
   verification = {}
   try:
-    if is_darts(cfg):
-      raise NotAChain(
-        "DARTS cells (branches, sums and concatenations of cell states) are not a chain; the "
-        "exporters cannot write them yet"
-      )
-    exported, verification = _export_and_verify(setup, subnet, run_dir, fq_logits)
-    accuracies.update(exported)
     export_skipped = None
+    if is_darts(cfg):  # a DAG: subnet.npz holds its graph (qdarts.export.graph_ir)
+      exported, verification, export_skipped = darts_stages.export_final(
+        subnet, setup.data, _export_metadata(setup), run_dir, cfg.export.formats, fq_logits,
+        VERIFY_BATCH,
+      )  # fmt: skip
+    else:
+      exported, verification = _export_and_verify(setup, subnet, run_dir, fq_logits)
+    accuracies.update(exported)
     summary = (
       f"ONNX Runtime test accuracy {accuracies['onnx_runtime']:.4f} (agrees with fake-quant "
       f"on {accuracies['prediction_agreement']:.2%} of samples)"
@@ -423,6 +424,18 @@ def _finetune(
   return subnet, logits, accuracies, history
 
 
+def _export_metadata(setup: Setup) -> dict[str, str]:
+  """What every exported model records: dataset, config, target, input spec, data section."""
+  data = setup.data
+  return {
+    "dataset": data.name,
+    "config": setup.cfg.name,
+    "target": setup.cost_model.name,
+    **data.eval_spec.metadata(),  # what the float input is: pixels/255 (see qdarts.datasets)
+    "data": data_metadata(setup.cfg),  # how `qdarts eval` rebuilds the same test split
+  }
+
+
 def _export_and_verify(
   setup: Setup, subnet: nnx.Module, run_dir: Path, fq_logits: np.ndarray
 ) -> tuple[dict, dict]:
@@ -430,15 +443,11 @@ def _export_and_verify(
   writes and verifies every configured format. Returns the accuracies and the verification
   records of :func:`~qdarts.export.formats.export_and_verify`."""
   data = setup.data
-  metadata = {
-    "dataset": data.name,
-    "config": setup.cfg.name,
-    "target": setup.cost_model.name,
-    **data.eval_spec.metadata(),  # what the float input is: pixels/255 (see qdarts.datasets)
-    "data": data_metadata(setup.cfg),  # how `qdarts eval` rebuilds the same test split
-  }
   chain = chain_from_subnet(
-    subnet.quantized_layers(setup.space.op_names), data.input_shape, data.num_classes, metadata
+    subnet.quantized_layers(setup.space.op_names),
+    data.input_shape,
+    data.num_classes,
+    _export_metadata(setup),
   )
   save_chain(chain, run_dir / "subnet.npz")  # what `qdarts export` rebuilds every format from
   onnx_input = np.asarray(data.to_input(data.x_test))

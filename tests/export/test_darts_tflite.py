@@ -11,7 +11,12 @@ pytest.importorskip("ai_edge_litert")
 from ai_edge_litert import schema_py_generated as fb  # noqa: E402
 
 from qdarts.errors import ConfigError  # noqa: E402
-from qdarts.export.formats import check_formats, export_and_verify  # noqa: E402
+from qdarts.export.formats import (  # noqa: E402
+  LOGIT_RANGE_KEY,
+  check_formats,
+  export_and_verify,
+  with_logit_range,
+)
 from qdarts.export.graph_integer import integer_graph_forward, to_integer_graph  # noqa: E402
 from qdarts.export.graph_ir import Grid  # noqa: E402
 from qdarts.export.graph_tflite import (  # noqa: E402
@@ -97,7 +102,22 @@ def test_export_and_verify_records_litert(darts_graph, tmp_path):
   record = export_and_verify(graph, tmp_path, ["tflite"], x)["tflite"]
   assert record["path"] == "model.tflite" and record["max_logit_diff_lsb"] == 0.0  # exact
   assert record["prediction_agreement"] == 1.0 and record["kernels"] == "builtin (litert rounding)"
-  assert record["logit_range"].startswith("observed")
+  assert record["logit_range"] == "worst case"  # never calibrated on the verification inputs
+
+
+def test_the_logit_range_comes_from_calibration_inputs_not_verification_inputs(
+  darts_graph, tmp_path
+):
+  graph, x = darts_graph
+  calibrated = with_logit_range(graph, x[:8])  # stands in for training inputs
+  lo, hi = (float(v) for v in calibrated.metadata[LOGIT_RANGE_KEY].split(","))
+  assert (lo, hi) == observed_logit_range(integer_graph_forward(to_integer_graph(graph), x[:8]))
+  record = export_and_verify(calibrated, tmp_path, ["tflite"], x[8:])["tflite"]
+  assert record["logit_range"] == "recorded from training inputs, x2"
+  assert record["max_logit_diff_lsb"] == 0.0
+  assert read_metadata(tmp_path / "model.tflite")["qdarts.logits"]["scale"] == pytest.approx(
+    graph_logit_quantization(graph, (lo, hi))[0]
+  )
 
 
 def test_an_observed_logit_range_gives_finer_logit_codes(darts_graph, tmp_path):

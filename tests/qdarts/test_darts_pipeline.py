@@ -60,7 +60,11 @@ def test_darts_run_derives_a_genotype_with_bits_and_trains_its_final_network(dar
   assert [row["epoch"] for row in result["finetune_history"]] == [1, 2]
   assert 0.0 <= result["accuracy"]["fake_quant"] <= 1.0
   assert "inherited_fake_quant" not in result["accuracy"]
-  assert "DARTS cells" in result["export_skipped"] and not (run_dir / "model.onnx").exists()
+  # exported: the graph in subnet.npz, every configured format verified against the integer model
+  assert result["export_skipped"] is None and (run_dir / "subnet.npz").exists()
+  assert (run_dir / "model.onnx").exists() and (run_dir / "c" / "manifest.json").exists()
+  assert result["export_verification"]["onnx"]["max_logit_diff_lsb"] <= 1.0
+  assert result["accuracy"]["prediction_agreement"] >= 0.99
 
 
 def test_darts_cost_is_the_final_networks_exact_cost(darts_run):
