@@ -157,3 +157,63 @@ def derive_within_budgets(logits: dict, objective, allowed: np.ndarray) -> tuple
       break
     sel, changed = best, True
   return sel, changed
+
+
+MEMORY_METRICS = ("flash_bytes", "peak_act_bytes")  # capacities: a budget there is a constraint
+
+
+def widen_free_bits(
+  sel: np.ndarray, objective, allowed: np.ndarray, w_bits: Sequence[int], a_bits: Sequence[int]
+) -> tuple[np.ndarray, list[int]]:
+  """Raises a derived layer's bit-widths where the target charges nothing for them.
+
+  A short search leaves the bit logits close to uniform, so the argmax bits of a layer can be
+  narrower than bits that cost the same on the target (measured: on GAP8 with PULP-NN, whose
+  kernels run sub-byte data no faster, the joint search derived 2-bit weights or activations
+  at no latency saving; README, search quality). Per choice point, keeping its op, this takes
+  the widest allowed ``(w, a)`` pair with ``w ≥`` and ``a ≥`` the derived ones such that
+
+  * no term's per-layer cost rises (``objective.tables[k, l, o, w, a]``), except
+  * ``budget`` terms on memory metrics (:data:`MEMORY_METRICS`): capacities, which only have to
+    stay met by the whole SubNet.
+
+  So a SubNet's cost on every optimized metric is unchanged; only precision that is free on
+  the target is added (wider is never less accurate under QAT, the rule's assumption).
+
+  Args:
+    sel: ``(L, 3)`` derived (op, w, a) indices.
+    objective: the search's :class:`~qdarts.objective.CostObjective`.
+    allowed: bool ``(L, O, Bw, Ba)``, the choices the search may take.
+    w_bits, a_bits: the candidate bit-widths the indices refer to.
+
+  Returns:
+    The new selection and the choice points whose bits were raised.
+  """
+  tables = np.asarray(objective.tables, np.float64)  # (K, L, O, Bw, Ba)
+  fixed = np.asarray(objective.fixed, np.float64)
+  budget = np.asarray(objective.budget, np.float64)
+  peak = np.asarray(objective.peak)
+  capacity = np.asarray(
+    [
+      f == "budget" and m in MEMORY_METRICS
+      for m, f in zip(objective.metrics, objective.forms, strict=True)
+    ]
+  )
+  sel, widened = np.array(sel), []
+  for l, (o, w, a) in enumerate(sel):
+    now = tables[:, l, o, w, a]
+    best = (w_bits[w] + a_bits[a], w_bits[w])
+    for w2, a2 in np.argwhere(allowed[l, o]):
+      key = (w_bits[w2] + a_bits[a2], w_bits[w2])
+      if w_bits[w2] < w_bits[w] or a_bits[a2] < a_bits[a] or key <= best:
+        continue
+      if np.any(~capacity & (tables[:, l, o, w2, a2] > now * (1 + 1e-9))):
+        continue
+      trial = sel.copy()
+      trial[l] = (o, w2, a2)
+      if np.any(capacity & (selection_costs(tables, fixed, peak, trial) > budget)):
+        continue
+      best, sel[l] = key, (o, w2, a2)
+    if tuple(sel[l]) != (o, w, a):
+      widened.append(l)
+  return sel, widened

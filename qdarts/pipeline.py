@@ -22,7 +22,12 @@ from qdarts import darts_stages, report
 from qdarts.checkpoint import latest_checkpoint
 from qdarts.config import Config, CostTerm, config_to_dict
 from qdarts.data import Dataset, load_dataset
-from qdarts.derive import choices_from_selection, derive_within_budgets, subnet_costs
+from qdarts.derive import (
+  choices_from_selection,
+  derive_within_budgets,
+  subnet_costs,
+  widen_free_bits,
+)
 from qdarts.errors import ConfigError
 from qdarts.export import export_onnx, run_onnx
 from qdarts.export.chain_file import save_chain
@@ -376,20 +381,22 @@ def _search(
 
 
 def _derive(setup: Setup, supernet: Supernet, objective: CostObjective):
-  """The derived SubNet (the argmax, moved within budget terms if needed), its exact costs,
-  and the subnet.json document."""
+  """The derived SubNet (the argmax, moved within budget terms if needed, then bits the target
+  charges nothing for added), its exact costs, and the subnet.json document."""
   cfg, space = setup.cfg, setup.space
   logits = jax.device_get(masked_logits(supernet))
   allowed = (
     setup.masks.op[..., None, None] & setup.masks.w[..., :, None] & setup.masks.a[..., None, :]
   )
   sel, adjusted = derive_within_budgets(logits, objective, allowed)
+  sel, widened = widen_free_bits(sel, objective, allowed, cfg.quant.w_bits, cfg.quant.a_bits)
   choices = choices_from_selection(sel, space.op_names, cfg.quant.w_bits, cfg.quant.a_bits)
   costs = subnet_costs(
     choices, setup.candidate_layers, setup.fixed_layers, space.op_names, setup.cost_model
   )
   doc = _subnet_document(cfg, setup, choices, costs, logits)
   doc["moved_within_budget"] = adjusted
+  doc["bits_widened_at_no_cost"] = widened  # choice points (derive.widen_free_bits)
   return choices, costs, doc
 
 

@@ -4,25 +4,51 @@ import numpy as np
 
 from qdarts import pipeline
 from qdarts.config import load_config
-from qdarts.derive import argmax_selection, derive_within_budgets
+from qdarts.derive import argmax_selection, derive_within_budgets, widen_free_bits
 from qdarts.objective import CostObjective
 
 
+def _term(table, budget, metric="bops", peak=False):
+  return {
+    "metric": metric,
+    "form": "budget",
+    "weight": 1.0,
+    "budget": budget,
+    "table": table,
+    "fixed": 0.0,
+    "reference": float(table.max()) * table.shape[0],
+    "peak": peak,
+  }
+
+
 def _objective(table, budget):
-  return CostObjective.create(
-    [
-      {
-        "metric": "bops",
-        "form": "budget",
-        "weight": 1.0,
-        "budget": budget,
-        "table": table,
-        "fixed": 0.0,
-        "reference": float(table.max()) * table.shape[0],
-        "peak": False,
-      }
-    ]
+  return CostObjective.create([_term(table, budget)])
+
+
+def test_bits_the_target_charges_nothing_for_are_added_and_nothing_else():
+  """(L=3, O=1, Bw=2, Ba=2), bits (2, 8). Latency: layer 0 the same at every width (GAP8's
+  sub-byte kernels), layer 1 slower with 8-bit activations, layer 2 slower with 8-bit weights.
+  Activation bytes (a memory capacity) grow with the activation bits."""
+  latency = np.array(
+    [[[[3.0, 3.0], [3.0, 3.0]]], [[[2.0, 4.0], [2.0, 4.0]]], [[[1.0, 1.0], [5.0, 5.0]]]]
   )
+  act_bytes = np.array([[[[10.0, 40.0], [10.0, 40.0]]]] * 3)
+  allowed = np.ones((3, 1, 2, 2), bool)
+  sel = np.zeros((3, 3), int)  # every layer derived at w2a2
+  for sram, widened_acts in ((1000.0, True), (20.0, False)):
+    objective = CostObjective.create(
+      [_term(latency, 100.0, "latency_ms"), _term(act_bytes, sram, "peak_act_bytes", peak=True)]
+    )
+    new, widened = widen_free_bits(sel, objective, allowed, (2, 8), (2, 8))
+    a0 = 1 if widened_acts else 0  # 8-bit activations only where the SRAM still holds them
+    assert new.tolist() == [[0, 1, a0], [0, 1, 0], [0, 0, a0]]
+    assert widened == [0, 1, 2] if widened_acts else widened == [0, 1]
+    before = latency[np.arange(3), 0, sel[:, 1], sel[:, 2]].sum()
+    assert latency[np.arange(3), 0, new[:, 1], new[:, 2]].sum() == before  # cost unchanged
+  macs = np.array([5.0, 7.0, 9.0])[:, None, None, None]
+  bops = macs * (np.array([2.0, 8.0])[:, None] * np.array([2.0, 8.0])[None, :])  # w·a·MACs
+  objective = CostObjective.create([_term(bops, 1e6)])
+  assert widen_free_bits(sel, objective, allowed, (2, 8), (2, 8))[1] == []  # never free
 
 
 def test_derivation_keeps_the_argmax_when_it_meets_the_budget():
