@@ -23,8 +23,10 @@ rounding) with real multiplier M, then a clamp to the output grid's range:
 Roundings: ``"single"`` and ``"double"`` as in :mod:`qdarts.export.integer_model` (the C
 runtime computes either), and ``"litert"``, what LiteRT's builtin int8 kernels compute: double
 rounding everywhere, except that the convolutions' final rounding shift breaks ties toward +∞
-(ruy's per-channel requantization) instead of away from zero. Measured on LiteRT 2.3.0, fed the
-same input codes, every node of the tests' DARTS graph is then exact.
+(ruy's per-channel requantization) instead of away from zero. ``"litert"`` graphs are in the
+TFLite export's form (:func:`as_litert`: accumulators scaled up by 2^k, the global average pool
+and requantizations with M < 1/2 as depthwise convs; the same real weights). Measured on LiteRT
+2.3.0, fed the same input codes, every node of the tests' and the digits DARTS graphs is exact.
 """
 
 import dataclasses
@@ -91,6 +93,9 @@ class IntNode:
     bias: int32 codes ``(cout,)`` or None.
     requant: the output requantization, None where there is none (concat, pools, linear).
     add_inputs: for an add, ``((multiplier, shift), (multiplier, shift))`` of both inputs.
+    acc_bits: int ``(cout,)`` k of the ``"litert"`` form (:func:`as_litert`): the weight codes,
+      the bias codes and the accumulators are ``2^k`` × the trained ones, the weight step and M
+      ``2^-k`` × (the same real weights); None elsewhere.
   """
 
   node: object
@@ -102,6 +107,21 @@ class IntNode:
   bias: np.ndarray | None = None
   requant: IntRequant | None = None
   add_inputs: tuple[tuple[int, int], tuple[int, int]] | None = None
+  acc_bits: np.ndarray | None = None
+
+  @property
+  def w_step(self) -> np.ndarray:
+    """float32 ``(cout,)``: the step of ``weight``, the trained step (``f32(1/(H·W))`` for the
+    ``"litert"`` global average pool, 1 for a requantization) ÷ ``2^acc_bits``."""
+    if isinstance(self.node, GGlobalAvgPool):
+      h, w, c = self.in_shape
+      step = np.full(c, 1.0 / (h * w), np.float32)
+    elif isinstance(self.node, GRequant):
+      step = np.ones(self.in_shape[-1], np.float32)
+    else:
+      step = np.broadcast_to(np.asarray(self.node.w_step, np.float32), (self.weight.shape[0],))
+    bits = 0 if self.acc_bits is None else self.acc_bits
+    return np.ldexp(step, -np.asarray(bits, np.int32)).astype(np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +193,88 @@ def _int_node(node, ins: list[TensorInfo], out: TensorInfo) -> IntNode:
   return IntNode(**base)
 
 
+# --- the "litert" form: accumulators scaled up so that double rounding errs less ------------
+
+INT4_CODE_MAX = 7  # an INT4 filter holds codes in [-7, 7] (symmetric)
+INT8_CODE_MAX = 127
+INT4_MAX_BITS = 4  # w_bits <= 4: INT4 filters (as qdarts.export.tflite)
+GAP_WEIGHT_BITS = 6  # the global average pool as a depthwise conv with weights 2^6
+
+
+def int4_filter(n: IntNode, int8_filters: bool = False) -> bool:
+  """Whether the TFLite export stores the node's filter as INT4 (w_bits <= 4, not forced)."""
+  return (
+    not int8_filters and n.node.w_bits <= INT4_MAX_BITS and not isinstance(n.node, GGlobalAvgPool)
+  )
+
+
+def _scaled(n: IntNode, int8_filters: bool) -> IntNode:
+  """A conv with per-channel ``k`` as large as the filter's container and int32 allow."""
+  code_max = INT4_CODE_MAX if int4_filter(n, int8_filters) else INT8_CODE_MAX
+  flat = np.abs(n.weight.reshape(n.weight.shape[0], -1).astype(np.int64))
+  peak = flat.max(1)
+  in_max = max(abs(q) for q in n.in_grid.qrange())
+  bound = flat.sum(1) * in_max + np.abs(n.bias.astype(np.int64))
+  k = np.zeros(len(peak), np.int64)
+  for c in np.flatnonzero(n.requant.shift < 0):  # shift >= 0 rounds once already
+    while 0 < peak[c] << (k[c] + 1) <= code_max and bound[c] << (k[c] + 1) <= _INT32_MAX:
+      k[c] += 1
+  shape = (-1,) + (1,) * (n.weight.ndim - 1)
+  weight = (n.weight.astype(np.int64) << k.reshape(shape)).astype(np.int8)
+  bias = (n.bias.astype(np.int64) << k).astype(np.int32)
+  real = np.broadcast_to(n.requant.real, k.shape) / np.exp2(k)
+  requant = _requant(real, n.out_grid)
+  return dataclasses.replace(n, weight=weight, bias=bias, requant=requant, acc_bits=k)
+
+
+def _as_depthwise(n: IntNode) -> IntNode:
+  """The global average pool (requantization) as LiteRT's DEPTHWISE_CONV_2D over the whole
+  H×W (1×1): weights ``2^k`` with step ``f32(1/(H·W)) ÷ 2^k`` (``2^-k``), bias 0;
+  k = ``GAP_WEIGHT_BITS``, or 0 where M ≥ 1/2 (LiteRT then rounds once)."""
+  if n.requant.shift[0] >= 0 and isinstance(n.node, GRequant):
+    return n  # QUANTIZE rounds once
+  c = n.in_shape[-1]
+  h, w = n.in_shape[:2] if isinstance(n.node, GGlobalAvgPool) else (1, 1)
+  k = 0 if n.requant.shift[0] >= 0 else GAP_WEIGHT_BITS
+  n = dataclasses.replace(n, acc_bits=np.full(c, k, np.int64))
+  weight = np.full((c, h, w, 1), 1 << k, np.int8)
+  real = _f64(n.in_grid.step) * n.w_step.astype(np.float64) / _f64(n.node.out.step)
+  requant = _requant(real, n.out_grid)
+  return dataclasses.replace(n, weight=weight, bias=np.zeros(c, np.int32), requant=requant)
+
+
+def as_litert(igraph: IntegerGraph, *, int8_filters: bool = False) -> IntegerGraph:
+  """The ``"litert"`` form of an integer graph: what the TFLite export stores and LiteRT's
+  builtin kernels compute, the same real weights and biases as the trained network.
+
+  LiteRT requantizes in two roundings (gemmlowp's rounding doubling high multiply, then a
+  rounding shift): with M = s_in·s_w/s_out in [2^-2, 1) the first rounds at a quarter or half
+  of an output code, and small accumulators (2-bit weights × 4-bit inputs) land on the wrong
+  code far more often than single rounding's ties would. Each convolution's weight codes are
+  therefore stored × ``2^k`` per output channel (k the largest that fits the filter's
+  container, ±7 for INT4, ±127 for INT8, and keeps the int32 accumulator bound) with the
+  weight step ÷ ``2^k``: the first rounding is ``2^k`` finer. The global average pool (LiteRT's
+  MEAN rounds the same way on a sum of a few codes) becomes a depthwise conv over the whole
+  H×W with weights ``2^GAP_WEIGHT_BITS`` (INT8), and so does a requantization (QUANTIZE,
+  the same double rounding on single codes) as a 1×1 one. The final linear is unchanged.
+
+  ``int8_filters``: INT8 containers for every conv (more headroom for k), else INT4 for
+  ``w_bits <= 4`` (see :func:`int4_filter`).
+  """
+  if igraph.rounding == "litert":
+    return igraph
+  nodes = []
+  for n in igraph.nodes:
+    if isinstance(n.node, GConv):
+      n = _scaled(n, int8_filters)
+    elif isinstance(n.node, GGlobalAvgPool) or (
+      isinstance(n.node, GRequant) and len(n.in_shape) == 3
+    ):
+      n = _as_depthwise(n)
+    nodes.append(n)
+  return dataclasses.replace(igraph, nodes=tuple(nodes), rounding="litert")
+
+
 def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> IntegerGraph:
   """The integer form of a graph (see the module docstring).
 
@@ -187,6 +289,10 @@ def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> Inte
     _int_node(node, [info[i] for i in node.inputs], info[node.name]) for node in graph.nodes
   )
   shape = tuple(int(d) for d in graph.input_shape)
+  if rounding == "litert":
+    igraph = IntegerGraph(nodes, shape, graph.input_grid, graph.num_classes, "single",
+                          dict(graph.metadata))  # fmt: skip
+    return as_litert(igraph)
   return IntegerGraph(
     nodes, shape, graph.input_grid, graph.num_classes, rounding, dict(graph.metadata)
   )
@@ -252,6 +358,9 @@ def _int_forward(n: IntNode, ins: list[np.ndarray], rounding: str) -> np.ndarray
                  node.groups, node.offset)  # fmt: skip
     return _apply(n.requant, acc + n.bias, rounding, conv=True)
   if isinstance(node, GRequant):
+    if n.weight is not None:  # the "litert" form: a 1×1 depthwise conv
+      acc = ins[0].astype(np.int64) * n.weight[:, 0, 0, 0].astype(np.int64)
+      return _apply(n.requant, acc + n.bias, rounding, conv=True)
     return _apply(n.requant, ins[0], rounding)
   if isinstance(node, GAdd):
     return add_graph_codes(n, ins[0], ins[1], rounding)
@@ -262,6 +371,9 @@ def _int_forward(n: IntNode, ins: list[np.ndarray], rounding: str) -> np.ndarray
   if isinstance(node, GAvgPool):
     return avg_pool_codes(ins[0], node.stride)
   if isinstance(node, GGlobalAvgPool):
+    if n.weight is not None:  # the "litert" form: a depthwise conv over the whole H×W
+      acc = np.einsum("nhwc,chw->nc", ins[0].astype(np.int64), n.weight[..., 0].astype(np.int64))
+      return _apply(n.requant, acc + n.bias, rounding, conv=True)
     return _apply(n.requant, ins[0].astype(np.int64).sum(axis=(1, 2)), rounding)
   return (ins[0].astype(np.int64) @ n.weight.T.astype(np.int64) + n.bias).astype(np.int32)
 
@@ -281,3 +393,25 @@ def integer_graph_forward(graph: QuantizedGraph | IntegerGraph, x: np.ndarray) -
   igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
   acc = integer_graph_trace(igraph, x)[igraph.nodes[-1].node.name]
   return (acc.astype(np.float64) * igraph.logit_scale.astype(np.float64)).astype(np.float32)
+
+
+def rounding_differences(graph: QuantizedGraph | IntegerGraph, x: np.ndarray,
+                         rounding: str = "litert") -> dict[str, float]:  # fmt: skip
+  """Per node kind, the fraction of output codes where ``rounding`` differs from single
+  rounding, every node fed the single-rounding model's codes (no propagation): how far a
+  runtime's requantization alone moves a trained network (the final linear left out)."""
+  single = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
+  single = dataclasses.replace(single, rounding="single")
+  if rounding == "litert":
+    other = as_litert(single)
+  else:
+    other = dataclasses.replace(single, rounding=rounding)
+  codes = integer_graph_trace(single, x)
+  differ: dict[str, int] = {}
+  total: dict[str, int] = {}
+  for n, m in zip(single.nodes[:-1], other.nodes[:-1], strict=True):
+    y = _int_forward(m, [codes[i] for i in n.node.inputs], other.rounding)
+    kind = type(n.node).__name__
+    differ[kind] = differ.get(kind, 0) + int(np.sum(y != codes[n.node.name]))
+    total[kind] = total.get(kind, 0) + y.size
+  return {kind: differ[kind] / total[kind] for kind in total}

@@ -179,13 +179,14 @@ def _op_version(code: int, filter_type: int | None) -> int:
 
   Per ``tensorflow/lite/tools/versioning/op_version.cc``: an INT4 filter needs CONV_2D and
   DEPTHWISE_CONV_2D version 7 and FULLY_CONNECTED version 10 (int8 filters: 3, 3 and 4); int8
-  MEAN, MINIMUM, PAD and DEQUANTIZE are version 2; QUANTIZE from float32 is version 1.
+  MEAN, MINIMUM, PAD and DEQUANTIZE are version 2; QUANTIZE from float32 and int8 RESHAPE are
+  version 1.
   """
   if code in (_OP.CONV_2D, _OP.DEPTHWISE_CONV_2D):
     return 7 if filter_type == _TYPE.INT4 else 3
   if code == _OP.FULLY_CONNECTED:
     return 10 if filter_type == _TYPE.INT4 else 4
-  return 1 if code == _OP.QUANTIZE else 2
+  return 1 if code in (_OP.QUANTIZE, _OP.RESHAPE) else 2
 
 
 def _clamp_codes(g: _Graph, x: int, name: str, shape, quant: _ActQuant) -> int:

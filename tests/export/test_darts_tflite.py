@@ -17,12 +17,17 @@ from qdarts.export.formats import (  # noqa: E402
   export_and_verify,
   with_logit_range,
 )
-from qdarts.export.graph_integer import integer_graph_forward, to_integer_graph  # noqa: E402
-from qdarts.export.graph_ir import Grid  # noqa: E402
+from qdarts.export.graph_integer import (  # noqa: E402
+  integer_graph_forward,
+  rounding_differences,
+  to_integer_graph,
+)
+from qdarts.export.graph_ir import GConv, GGlobalAvgPool, GRequant, Grid  # noqa: E402
 from qdarts.export.graph_tflite import (  # noqa: E402
   build_graph_tflite,
   export_graph_tflite,
   graph_logit_quantization,
+  litert_logit_codes,
   observed_logit_range,
 )
 from qdarts.export.tflite import read_metadata, run_tflite  # noqa: E402
@@ -32,25 +37,60 @@ def _logit_codes(logits, scale, zero_point):
   return np.clip(np.round(np.asarray(logits, np.float64) / scale) + zero_point, -128, 127)
 
 
-@pytest.mark.parametrize(
-  "kernels, rounding, differing",
-  [("builtin", "litert", 0.0), ("xnnpack", "single", 0.2)],
-  ids=["builtin", "xnnpack"],
-)
-def test_litert_within_one_logit_code_of_the_integer_model(
-  darts_graph, tmp_path, kernels, rounding, differing
-):
-  """Builtin kernels: exact with the integer model in their rounding (measured: 0 codes
-  differ; with plain double rounding 6.9% of the logit codes are one off). XNNPACK (float
-  requantization) against single rounding: one code off on 6.9% of the logit codes."""
+def test_builtin_kernels_compute_the_litert_integer_model_exactly(darts_graph, tmp_path):
+  graph, x = darts_graph
+  path = export_graph_tflite(graph, tmp_path / "model.tflite")
+  scale, zero_point = graph_logit_quantization(graph)
+  got = _logit_codes(run_tflite(path, x, kernels="builtin"), scale, zero_point)
+  np.testing.assert_array_equal(got, litert_logit_codes(graph, x, scale, zero_point))
+
+
+@pytest.mark.parametrize("kernels", ["builtin", "xnnpack"])
+def test_litert_logits_close_to_single_rounding(darts_graph, tmp_path, kernels):
+  """LiteRT's logit codes against the integer model in single rounding (what was trained, ONNX
+  and C compute): measured 93.3% equal (builtin) and 93.6% (XNNPACK), 91.4% and 93.1% before
+  the accumulators were scaled up (:func:`~qdarts.export.graph_integer.as_litert`)."""
   graph, x = darts_graph
   path = export_graph_tflite(graph, tmp_path / "model.tflite")
   scale, zero_point = graph_logit_quantization(graph)
   got = _logit_codes(run_tflite(path, x, kernels=kernels), scale, zero_point)
-  igraph = to_integer_graph(graph, rounding=rounding)
-  expected = _logit_codes(integer_graph_forward(igraph, x), scale, zero_point)
+  expected = _logit_codes(integer_graph_forward(to_integer_graph(graph), x), scale, zero_point)
   assert np.abs(got - expected).max() <= 1
-  assert np.mean(got != expected) <= differing
+  assert np.mean(got == expected) >= 0.925
+
+
+def test_scaled_accumulators_round_like_single_rounding(darts_graph):
+  """Per node, fed single-rounding codes: gemmlowp's double rounding (LiteRT before the
+  accumulators were scaled up) moves 5.3% of the conv output codes, 0.8% of the
+  requantizations' and 31% of the global average pool's (MEAN); the export's scaled
+  accumulators leave 2.6% (2-bit weights in INT4 containers: ×4 only), 0 and 0."""
+  graph, x = darts_graph
+  before = rounding_differences(graph, x, "double")
+  after = rounding_differences(graph, x, "litert")
+  assert before["GConv"] > 0.04 and before["GGlobalAvgPool"] > 0.25 and before["GRequant"] > 0
+  assert after["GConv"] < 0.03 and after["GGlobalAvgPool"] == after["GRequant"] == 0
+  assert after["GAdd"] == after["GConcat"] == after["GAvgPool"] == after["GMaxPool"] == 0
+
+
+def test_scaled_weights_are_the_trained_weights(darts_graph):
+  """``codes·2^k`` at ``step·2^-k``: the same real weights and biases; INT4 codes stay in ±7."""
+  graph, _ = darts_graph
+  single, litert = to_integer_graph(graph), to_integer_graph(graph, rounding="litert")
+  scaled = 0
+  for a, b in zip(single.nodes, litert.nodes, strict=True):
+    if isinstance(a.node, GConv):
+      shape = (-1,) + (1,) * (a.weight.ndim - 1)
+      real_a = a.weight * a.w_step.astype(np.float64).reshape(shape)
+      np.testing.assert_array_equal(real_a, b.weight * b.w_step.astype(np.float64).reshape(shape))
+      np.testing.assert_array_equal(a.bias * a.w_step.astype(np.float64),
+                                    b.bias * b.w_step.astype(np.float64))  # fmt: skip
+      limit = 7 if a.node.w_bits <= 4 else 127
+      assert np.abs(b.weight).max() <= limit
+      scaled += int(b.acc_bits.sum() > 0)
+    elif isinstance(a.node, GGlobalAvgPool | GRequant) and b.weight is not None:
+      real = b.weight[:, :, :, 0] * b.w_step.astype(np.float64)[:, None, None]
+      np.testing.assert_allclose(real, 1.0 / real[0].size, rtol=1e-7)
+  assert scaled > 0
 
 
 def test_the_model_holds_the_ops_of_a_darts_cell(darts_graph):
@@ -60,7 +100,8 @@ def test_the_model_holds_the_ops_of_a_darts_cell(darts_graph):
   names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
   used = {names[c] for c in codes}
   needed = {"ADD", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D"}
-  assert needed | {"CONV_2D", "STRIDED_SLICE", "MEAN", "FULLY_CONNECTED"} <= used
+  assert needed | {"CONV_2D", "STRIDED_SLICE", "RESHAPE", "FULLY_CONNECTED"} <= used
+  assert "MEAN" not in used  # the global average pool is a depthwise conv
   sub = model.subgraphs[0]
   dilated = [
     op.builtinOptions
