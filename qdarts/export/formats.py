@@ -28,6 +28,7 @@ from qdarts.export.graph_integer import (
   IntegerGraph,
   integer_graph_forward,
   integer_graph_trace,
+  observed_logit_range,
   quantize_graph_input,
   to_integer_graph,
 )
@@ -205,13 +206,21 @@ def with_logit_range(graph: QuantizedGraph, x_calibrate: np.ndarray, margin: flo
   split the verification and `qdarts eval` score on). The worst-case range leaves a DARTS
   head's real logits a few int8 codes apart (see ``graph_tflite.graph_logit_quantization``)."""
   logits = integer_graph_forward(to_integer_graph(graph), x_calibrate)
-  lo, hi = margin * float(np.min(logits)), margin * float(np.max(logits))
+  lo, hi = observed_logit_range(logits, margin)
   return dataclasses.replace(graph, metadata={**graph.metadata, LOGIT_RANGE_KEY: f"{lo!r},{hi!r}"})
 
 
 def _logit_range(graph: QuantizedGraph) -> tuple[float, float] | None:
   text = graph.metadata.get(LOGIT_RANGE_KEY)
-  return None if text is None else tuple(float(v) for v in text.split(","))
+  if text is None:
+    return None
+  try:
+    lo, hi = (float(v) for v in text.split(","))
+  except ValueError:
+    raise ConfigError(
+      f"subnet metadata {LOGIT_RANGE_KEY}: expected two numbers 'lo,hi', got {text!r}"
+    ) from None
+  return lo, hi
 
 
 def _write_graph_tflite(graph: QuantizedGraph, path: Path, x_verify: np.ndarray):

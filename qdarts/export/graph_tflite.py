@@ -269,8 +269,9 @@ def graph_logit_quantization(
   every input at its largest code and is loose for a DARTS head: measured on a Fashion-MNIST
   final network, real logits then span a few dozen codes, argmax ties on the int8 codes, and
   LiteRT's accuracy falls 6 points below the integer model's. With ``logit_range = (lo, hi)``
-  (e.g. observed logits widened by a margin, :func:`observed_logit_range`) that interval,
-  widened to contain 0, is spread over 254 steps; logits outside it saturate.
+  (e.g. observed logits widened by a margin,
+  :func:`~qdarts.export.graph_integer.observed_logit_range`) that interval, widened to contain
+  0, is spread over 254 steps; logits outside it saturate.
   """
   igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
   if logit_range is None:
@@ -278,11 +279,6 @@ def graph_logit_quantization(
   lo, hi = min(float(logit_range[0]), 0.0), max(float(logit_range[1]), 0.0)
   scale = float(np.float32(max(hi - lo, float(np.finfo(np.float32).tiny)) / 254))
   return scale, int(np.clip(np.round(-128 - lo / scale), -128, 127))
-
-
-def observed_logit_range(logits: np.ndarray, margin: float = 2.0) -> tuple[float, float]:
-  """``margin`` × the extremes of observed logits ``(N, num_classes)``: a TFLite logit range."""
-  return margin * float(np.min(logits)), margin * float(np.max(logits))
 
 
 def litert_logit_codes(

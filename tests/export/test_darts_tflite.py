@@ -19,6 +19,7 @@ from qdarts.export.formats import (  # noqa: E402
 )
 from qdarts.export.graph_integer import (  # noqa: E402
   integer_graph_forward,
+  observed_logit_range,
   rounding_differences,
   to_integer_graph,
 )
@@ -28,7 +29,6 @@ from qdarts.export.graph_tflite import (  # noqa: E402
   export_graph_tflite,
   graph_logit_quantization,
   litert_logit_codes,
-  observed_logit_range,
 )
 from qdarts.export.tflite import read_metadata, run_tflite  # noqa: E402
 
@@ -159,6 +159,10 @@ def test_the_logit_range_comes_from_calibration_inputs_not_verification_inputs(
   assert read_metadata(tmp_path / "model.tflite")["qdarts.logits"]["scale"] == pytest.approx(
     graph_logit_quantization(graph, (lo, hi))[0]
   )
+  broken = dataclasses.replace(graph, metadata={**graph.metadata, LOGIT_RANGE_KEY: "1.0"})
+  with pytest.raises(ConfigError, match=f"{LOGIT_RANGE_KEY}: expected two numbers"):
+    export_and_verify(broken, tmp_path / "b", ["tflite"], x[8:])
+  assert not (tmp_path / "b").exists()
 
 
 def test_an_observed_logit_range_gives_finer_logit_codes(darts_graph, tmp_path):
