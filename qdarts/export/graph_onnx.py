@@ -37,7 +37,7 @@ import pathlib
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from qdarts.export.graph_integer import IntegerGraph, IntNode, to_integer_graph
 from qdarts.export.graph_ir import (
@@ -53,7 +53,7 @@ from qdarts.export.graph_ir import (
   Grid,
   QuantizedGraph,
 )
-from qdarts.export.onnx import IR_VERSION, OPSET, OUTPUT_NAME, _Graph, _weight_dq
+from qdarts.export.onnx import OUTPUT_NAME, _Graph, _weight_dq, checked_model
 from qdarts.run_dir import atomic_write_bytes
 
 
@@ -198,27 +198,13 @@ def build_graph_model(graph: QuantizedGraph | IntegerGraph) -> onnx.ModelProto:
   _quantize(g, INPUT, INPUT, igraph.input_grid)
   for n in igraph.nodes:
     _node(g, n)
-  h, w, c = igraph.input_shape
-  onnx_graph = helper.make_graph(
-    g.nodes,
-    "qdarts_dag",
-    [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", c, h, w])],
-    [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", igraph.num_classes])],
-    initializer=g.initializers,
-  )
-  model = helper.make_model(
-    onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qdarts"
-  )
-  model.ir_version = IR_VERSION
   layers = [
     {"name": n.node.name, "w_bits": int(n.node.w_bits), "a_bits": int(n.in_grid.bits)}
     for n in igraph.nodes
     if isinstance(n.node, GConv | GLinear)
   ]
   props = {**igraph.metadata, "qdarts.layers": json.dumps(layers), "qdarts.graph": "dag"}
-  helper.set_model_props(model, props)
-  onnx.checker.check_model(model, full_check=True)
-  return model
+  return checked_model(g, "qdarts_dag", igraph.input_shape, igraph.num_classes, props)
 
 
 def export_graph_onnx(graph: QuantizedGraph, path: str | os.PathLike) -> pathlib.Path:

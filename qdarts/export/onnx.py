@@ -206,19 +206,29 @@ def build_model(chain: QuantizedChain) -> onnx.ModelProto:
       x = _global_avg_pool(g, layer, x)
     else:  # validate_chain: the one QLinear is last
       x = _linear(g, layer, x, OUTPUT_NAME)
-  h, w, c = chain.input_shape
+  props = {**chain.metadata, "qdarts.layers": _layers_json(chain)}
+  return checked_model(g, "qdarts_chain", chain.input_shape, chain.num_classes, props)
+
+
+def checked_model(
+  g: "_Graph", name: str, input_shape: tuple[int, int, int], num_classes: int, props: dict
+) -> onnx.ModelProto:
+  """``g``'s nodes and initializers as a checked model: float NCHW input ``INPUT_NAME`` of
+  ``input_shape`` (H, W, C), float logits ``OUTPUT_NAME`` ``(N, num_classes)``, opset 21,
+  IR version 10, ``props`` as metadata."""
+  h, w, c = input_shape
   graph = helper.make_graph(
     g.nodes,
-    "qdarts_chain",
+    name,
     [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", c, h, w])],
-    [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", chain.num_classes])],
+    [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", num_classes])],
     initializer=g.initializers,
   )
   model = helper.make_model(
     graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="qdarts"
   )
   model.ir_version = IR_VERSION
-  helper.set_model_props(model, {**chain.metadata, "qdarts.layers": _layers_json(chain)})
+  helper.set_model_props(model, props)
   onnx.checker.check_model(model, full_check=True)
   return model
 
