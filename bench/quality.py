@@ -394,7 +394,7 @@ def parse_args(argv):
   )
   parser.add_argument(
     "--cache-dir",
-    default=os.environ.get("QDARTS_CACHE_DIR") or str(Path.home() / ".cache/qdarts/jax"),
+    default=default_cache_dir(),
     help="persistent XLA compilation cache",
   )
   return parser.parse_args(argv)
@@ -433,6 +433,19 @@ def check_fingerprint(out: Path, preset: Preset) -> None:
   path.write_text(json.dumps(doc, indent=1))
 
 
+def default_cache_dir() -> str:
+  return os.environ.get("QDARTS_CACHE_DIR") or str(Path.home() / ".cache/qdarts/jax")
+
+
+def use_compilation_cache(cache_dir: str) -> None:
+  """Every XLA program goes to the persistent cache (the benchmark is compile-bound)."""
+  import jax  # noqa: PLC0415
+
+  jax.config.update("jax_compilation_cache_dir", cache_dir)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def parse_shard(text: str | None) -> tuple[int, int]:
   """``"I/K"`` → ``(I, K)`` with 0 ≤ I < K; None → ``(0, 1)``."""
   if text is None:
@@ -457,11 +470,7 @@ def main(argv=None) -> int:
   except BenchError as err:
     print(f"error: {err}", file=sys.stderr)
     return 2
-  import jax  # noqa: PLC0415
-
-  jax.config.update("jax_compilation_cache_dir", args.cache_dir)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  use_compilation_cache(args.cache_dir)
   from qdarts.errors import QdartsError  # noqa: PLC0415
 
   out.mkdir(parents=True, exist_ok=True)

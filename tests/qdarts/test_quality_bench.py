@@ -84,3 +84,25 @@ def test_quality_bench_refuses_units_of_another_preset(tmp_path, compilation_cac
   (line,) = proc.stderr.strip().splitlines()
   assert line.startswith("error: --out:") and "another preset" in line
   assert sorted(p.name for p in out.iterdir()) == ["preset.json"]
+
+
+@pytest.mark.parametrize(
+  ("args", "message"),
+  [
+    (["--cells", "bops"], "--cells: expected target:fraction"),
+    (["--variants", "nope"], "--variants: unknown ['nope']"),
+  ],
+)
+def test_quality_variants_bad_input_is_one_line(tmp_path, args, message):
+  script = BENCH.parent / "quality_variants.py"
+  proc = subprocess.run(
+    [sys.executable, str(script), "--out", "out", *args],
+    cwd=tmp_path,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert proc.returncode == 2
+  (line,) = proc.stderr.strip().splitlines()
+  assert line.startswith(f"error: {message}")
+  assert not (tmp_path / "out").exists()
