@@ -21,7 +21,7 @@ Writes ``results.json``, ``results.md`` and ``pareto.png`` in ``--out``; every u
 own ``runs/<unit>/result.json`` there, so a rerun with the same ``--out`` skips what is done
 (an interrupted benchmark continues).
 
-    python bench/quality.py --preset cpu --out bench-quality       # about 30 min on 2 cores
+    python bench/quality.py --preset cpu --out bench-quality      # 43 min: 2 --shard runs, 2 cores
     python bench/quality.py --preset gpu --out bench-quality-gpu   # bench/gpu_quality.sh
 """
 
