@@ -286,9 +286,7 @@ def run_cell(bench: Bench, target: str, fraction: float, seed: int) -> list[dict
 
   def fixed(choices, screen_only=False):
     name = f"{'screen' if screen_only else 'fixed'}-s{seed}-{runs.choices_key(choices)}"
-    return bench.unit(
-      name, lambda d: runs.run_fixed_unit(setup, choices, bench.schedule, seed, d, screen_only)
-    )
+    return bench.unit(name, lambda d: runs.run_fixed_unit(setup, choices, seed, d, screen_only))
 
   def add(method, result, cost, search_s, **extra):
     records.append(record(method, target, fraction, budget, seed, result, cost, search_s, **extra))

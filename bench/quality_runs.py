@@ -160,7 +160,6 @@ def choices_key(choices: list[Choice]) -> str:
 def run_fixed_unit(
   setup: pipeline.Setup,
   choices: list[Choice],
-  schedule: Schedule,
   seed: int,
   run_dir: Path,
   screen_only: bool = False,

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
       choices = runs.choices_of(searched)
       final = bench.unit(
         f"fixed-s{args.seed}-{runs.choices_key(choices)}",
-        lambda d, c=choices, s=setup: runs.run_fixed_unit(s, c, schedule, args.seed, d),
+        lambda d, c=choices, s=setup: runs.run_fixed_unit(s, c, args.seed, d),
       )
       cost = runs.exact_costs(setup, choices)[metric] / budget
       losses = [round(h["loss"], 2) for h in searched["search_history"]]
