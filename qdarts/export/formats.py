@@ -26,6 +26,7 @@ from qdarts.export.c_export import (
 from qdarts.export.graph_c import build_graph_c_runner, export_graph_c, render_graph_c
 from qdarts.export.graph_integer import (
   IntegerGraph,
+  as_ort,
   integer_graph_forward,
   integer_graph_trace,
   observed_logit_range,
@@ -33,7 +34,7 @@ from qdarts.export.graph_integer import (
   to_integer_graph,
 )
 from qdarts.export.graph_ir import QuantizedGraph
-from qdarts.export.graph_onnx import build_graph_model, export_graph_onnx
+from qdarts.export.graph_onnx import build_graph_model, export_graph_onnx, run_graph_onnx_codes
 from qdarts.export.integer_model import (
   IntegerChain,
   integer_forward,
@@ -42,8 +43,8 @@ from qdarts.export.integer_model import (
   to_integer_chain,
 )
 from qdarts.export.ir import QuantizedChain
+from qdarts.export.onnx import OUTPUT_NAME, export_onnx, run_onnx
 from qdarts.export.onnx import build_model as build_onnx
-from qdarts.export.onnx import export_onnx, run_onnx
 
 FORMATS = ("onnx", "tflite", "c")
 ARTIFACT = {"onnx": "model.onnx", "tflite": "model.tflite", "c": "c"}
@@ -160,8 +161,25 @@ def _graph_record(logits: np.ndarray, reference: np.ndarray, igraph: IntegerGrap
   }
 
 
+ONNX_VERIFIED_LEVELS = ("extended", "all")  # "all" is ORT's default session
+
+
 def _verify_graph_onnx(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
-  return _graph_record(run_onnx(path, x), integer_graph_forward(igraph, x), igraph)
+  """ONNX Runtime against the integer model in its ``"ort"`` form (ORT's float32
+  requantization, :func:`~qdarts.export.graph_integer.as_ort`): every tensor's codes at each of
+  :data:`ONNX_VERIFIED_LEVELS`, and the float logits of the last."""
+  ort_graph = as_ort(igraph)
+  reference = integer_graph_trace(ort_graph, x)
+  worst, logits = 0, None
+  for level in ONNX_VERIFIED_LEVELS:
+    codes = run_graph_onnx_codes(path, ort_graph, x, level)
+    logits = codes.pop(OUTPUT_NAME)
+    worst = max(worst, *(int(np.abs(c - reference[k]).max(initial=0)) for k, c in codes.items()))
+  record = _graph_record(logits, integer_graph_forward(ort_graph, x), igraph)
+  record["max_code_diff"] = worst
+  record["bit_exact"] = worst == 0
+  record["levels"] = list(ONNX_VERIFIED_LEVELS)
+  return record
 
 
 def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:

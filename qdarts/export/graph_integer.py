@@ -61,7 +61,7 @@ from qdarts.export.integer_model import (
 from quant.integer import weight_codes
 
 _INT32_MAX = 2**31 - 1
-ROUNDINGS = ("single", "double", "litert")
+ROUNDINGS = ("single", "double", "litert", "ort")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,27 @@ class IntRequant:
 
 
 @dataclasses.dataclass(frozen=True)
+class OrtRequant:
+  """How the ONNX export requantizes a node in ONNX Runtime (the ``"ort"`` form).
+
+  The node's exact integer value v — a conv's int32 accumulator with its bias, a code, an
+  add's ``a·w_a + b·w_b``, a global pool's sum, all below 2^24 so that float32 holds them
+  exactly — becomes ``clip(rint(f32(v) × scale))`` where ORT fuses the conv into QLinearConv
+  (``scale = f32(f32(s_in·s_w[c]) / s_out)``, ORT's own formula) and ``clip(rint(f32(v) ÷ scale))``
+  in a QuantizeLinear elsewhere; ``rint`` rounds half to even (MLAS's ``cvtps2dq``).
+
+  Attributes:
+    scale: float32 ``(c,)`` or ``(1,)``.
+    divide: True for a QuantizeLinear (÷), False for a fused QLinearConv (×).
+    add_weights: an add's integer weights ``(w_a, w_b)`` of its inputs' codes, else None.
+  """
+
+  scale: np.ndarray
+  divide: bool
+  add_weights: tuple[int, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class IntNode:
   """One integer node: the float node it came from and its integer parameters.
 
@@ -93,9 +114,11 @@ class IntNode:
     bias: int32 codes ``(cout,)`` or None.
     requant: the output requantization, None where there is none (concat, pools, linear).
     add_inputs: for an add, ``((multiplier, shift), (multiplier, shift))`` of both inputs.
+    add_grids: for an add, the grids of both inputs.
     acc_bits: int ``(cout,)`` k of the ``"litert"`` form (:func:`as_litert`): the weight codes,
       the bias codes and the accumulators are ``2^k`` × the trained ones, the weight step and M
       ``2^-k`` × (the same real weights); None elsewhere.
+    ort: the ``"ort"`` form's requantization (:func:`as_ort`); None elsewhere.
   """
 
   node: object
@@ -107,7 +130,9 @@ class IntNode:
   bias: np.ndarray | None = None
   requant: IntRequant | None = None
   add_inputs: tuple[tuple[int, int], tuple[int, int]] | None = None
+  add_grids: tuple[Grid, Grid] | None = None
   acc_bits: np.ndarray | None = None
+  ort: OrtRequant | None = None
 
   @property
   def w_step(self) -> np.ndarray:
@@ -189,7 +214,8 @@ def _int_node(node, ins: list[TensorInfo], out: TensorInfo) -> IntNode:
     twice_max = 2 * max(s_a, s_b)
     pairs = (quantize_multiplier(s_a / twice_max), quantize_multiplier(s_b / twice_max))
     real = twice_max / ((1 << ADD_LEFT_SHIFT) * float(_f64(node.out.step)))
-    return IntNode(**base, requant=_requant(real, node.out), add_inputs=pairs)
+    grids = (ins[0].grid, ins[1].grid)
+    return IntNode(**base, requant=_requant(real, node.out), add_inputs=pairs, add_grids=grids)
   return IntNode(**base)
 
 
@@ -275,6 +301,64 @@ def as_litert(igraph: IntegerGraph, *, int8_filters: bool = False) -> IntegerGra
   return dataclasses.replace(igraph, nodes=tuple(nodes), rounding="litert")
 
 
+# --- the "ort" form: what ONNX Runtime computes, exactly ------------------------------------
+
+FLOAT32_EXACT = 1 << 24  # every integer of smaller magnitude is exact in float32
+ORT_ADD_WEIGHT = 1 << 15  # an add's larger input weight: |a·w_a + b·w_b| < 255·2^16 < 2^24
+
+
+def float_accumulator_bound(n: IntNode) -> int:
+  """The largest ``|Σ x·w| + |b|`` a conv's input grid allows (every partial sum is below it)."""
+  in_max = max(abs(q) for q in n.in_grid.qrange())
+  per_channel = np.abs(n.weight.reshape(n.weight.shape[0], -1).astype(np.int64)).sum(1) * in_max
+  return int((per_channel + np.abs(n.bias.astype(np.int64))).max())
+
+
+def ort_fused(n: IntNode) -> bool:
+  """Whether the ONNX export writes this conv for ORT's QLinearConv (INT8 weights, the
+  trained steps) rather than as an exact float32 Conv of integer values (INT4 weights, unit
+  steps): 8-bit weights, or an accumulator float32 could not hold exactly."""
+  return n.node.w_bits > INT4_MAX_BITS or float_accumulator_bound(n) >= FLOAT32_EXACT
+
+
+def _reciprocal(real: np.ndarray) -> np.ndarray:
+  return np.atleast_1d((1.0 / np.asarray(real, np.float64)).astype(np.float32))
+
+
+def _ort_node(n: IntNode) -> IntNode:
+  node = n.node
+  if isinstance(node, GConv) and ort_fused(n):
+    product = np.float32(n.in_grid.step) * np.asarray(node.w_step, np.float32)
+    scale = np.atleast_1d(product / np.float32(node.out.step)).astype(np.float32)
+    return dataclasses.replace(n, ort=OrtRequant(scale, divide=False))
+  if isinstance(node, GConv | GRequant | GGlobalAvgPool):
+    return dataclasses.replace(n, ort=OrtRequant(_reciprocal(n.requant.real), divide=True))
+  if isinstance(node, GAdd):
+    s_a, s_b = (float(_f64(g.step)) for g in n.add_grids)
+    largest = max(s_a, s_b)
+    weights = (round(ORT_ADD_WEIGHT * s_a / largest), round(ORT_ADD_WEIGHT * s_b / largest))
+    scale = np.float32(ORT_ADD_WEIGHT * float(_f64(node.out.step)) / largest)
+    return dataclasses.replace(n, ort=OrtRequant(np.atleast_1d(scale), True, weights))
+  return n
+
+
+def as_ort(igraph: IntegerGraph) -> IntegerGraph:
+  """The ``"ort"`` form: each node requantized as ONNX Runtime does it in the ONNX export
+  (:class:`OrtRequant`; :mod:`qdarts.export.graph_onnx` writes exactly these scales).
+
+  ORT requantizes in float32, not in fixed point, so the integer model in single rounding
+  and ORT part where a value lies within float32 rounding of a tie — rarely, but a code that
+  differs propagates through a deep DAG. The export makes every other float operation exact
+  (integer values below 2^24 on unit steps), and this form computes the one rounding left,
+  as ORT does: the ONNX model then agrees with it code for code at ``"extended"`` and
+  ``"all"`` (at ``"disabled"`` and ``"basic"`` ORT runs the 8-bit convs in float).
+  """
+  if igraph.rounding == "ort":
+    return igraph
+  nodes = tuple(_ort_node(n) for n in igraph.nodes)
+  return dataclasses.replace(igraph, nodes=nodes, rounding="ort")
+
+
 def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> IntegerGraph:
   """The integer form of a graph (see the module docstring).
 
@@ -289,10 +373,10 @@ def to_integer_graph(graph: QuantizedGraph, *, rounding: str = "single") -> Inte
     _int_node(node, [info[i] for i in node.inputs], info[node.name]) for node in graph.nodes
   )
   shape = tuple(int(d) for d in graph.input_shape)
-  if rounding == "litert":
+  if rounding in ("litert", "ort"):
     igraph = IntegerGraph(nodes, shape, graph.input_grid, graph.num_classes, "single",
                           dict(graph.metadata))  # fmt: skip
-    return as_litert(igraph)
+    return as_litert(igraph) if rounding == "litert" else as_ort(igraph)
   return IntegerGraph(
     nodes, shape, graph.input_grid, graph.num_classes, rounding, dict(graph.metadata)
   )
@@ -323,11 +407,15 @@ def _apply(rq: IntRequant, acc: np.ndarray, rounding: str, conv: bool = False) -
 
 
 def quantize_graph_input(igraph: IntegerGraph, x: np.ndarray) -> np.ndarray:
-  """int32 codes ``clip(round(x / s), 0, 2^b − 1)`` of ``(N, H, W, C)`` float inputs."""
+  """int32 codes ``clip(round(x / s), 0, 2^b − 1)`` of ``(N, H, W, C)`` float inputs (in the
+  ``"ort"`` form the float32 quotient, as ORT's QuantizeLinear)."""
   x = np.asarray(x, np.float64)
   if x.ndim != 4 or x.shape[1:] != igraph.input_shape:
     raise ValueError(f"expected input (N, *{igraph.input_shape}), got {x.shape}")
-  codes = np.round(x / _f64(igraph.input_grid.step))
+  if igraph.rounding == "ort":
+    codes = np.rint(x.astype(np.float32) / np.float32(igraph.input_grid.step))
+  else:
+    codes = np.round(x / _f64(igraph.input_grid.step))
   return np.clip(codes, *igraph.input_grid.qrange()).astype(np.int32)
 
 
@@ -350,8 +438,31 @@ def avg_pool_codes(x: np.ndarray, stride: int) -> np.ndarray:
   return (np.sign(total) * ((np.abs(total) + count // 2) // count)).astype(np.int32)
 
 
+def _ort_forward(n: IntNode, ins: list[np.ndarray]) -> np.ndarray:
+  """A node in the ``"ort"`` form: its exact integer value, then :class:`OrtRequant`."""
+  node, ort = n.node, n.ort
+  if isinstance(node, GConv):
+    kernel = np.moveaxis(n.weight, 0, -1).astype(np.int64)
+    value = conv2d(ins[0].astype(np.int64), kernel, node.stride, node.padding, node.dilation,
+                   node.groups, node.offset) + n.bias  # fmt: skip
+  elif isinstance(node, GAdd):
+    (w_a, w_b), (a, b) = ort.add_weights, ins
+    value = a.astype(np.int64) * w_a + b.astype(np.int64) * w_b
+  elif isinstance(node, GGlobalAvgPool):
+    value = ins[0].astype(np.int64).sum(axis=(1, 2))
+  else:
+    value = ins[0].astype(np.int64)
+  if np.abs(value).max(initial=0) >= FLOAT32_EXACT:
+    raise ValueError(f"node {node.name!r}: a value beyond float32's exact integers")
+  v = value.astype(np.float32)
+  y = v / ort.scale if ort.divide else v * ort.scale
+  return np.clip(np.rint(y), n.requant.lo, n.requant.hi).astype(np.int32)
+
+
 def _int_forward(n: IntNode, ins: list[np.ndarray], rounding: str) -> np.ndarray:
   node = n.node
+  if rounding == "ort" and n.ort is not None:
+    return _ort_forward(n, ins)
   if isinstance(node, GConv):
     kernel = np.moveaxis(n.weight, 0, -1).astype(np.int64)
     acc = conv2d(ins[0].astype(np.int64), kernel, node.stride, node.padding, node.dilation,

@@ -62,7 +62,7 @@ IR_VERSION = 10
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 _INT32 = np.iinfo(np.int32)
-_OPTIMIZATION_LEVELS = {  # run_onnx's names for ort.GraphOptimizationLevel members
+OPTIMIZATION_LEVELS = {  # run_onnx's names for ort.GraphOptimizationLevel members
   "disabled": "ORT_DISABLE_ALL",
   "basic": "ORT_ENABLE_BASIC",
   "extended": "ORT_ENABLE_EXTENDED",
@@ -76,6 +76,7 @@ class _Graph:
   def __init__(self) -> None:
     self.nodes: list[onnx.NodeProto] = []
     self.initializers: list[onnx.TensorProto] = []
+    self.names: set[str] = set()  # of the initializers
 
   def node(self, op: str, inputs: list[str], output: str, **attrs) -> str:
     self.nodes.append(helper.make_node(op, inputs, [output], name=output, **attrs))
@@ -83,6 +84,7 @@ class _Graph:
 
   def array(self, name: str, value: np.ndarray) -> str:
     self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+    self.names.add(name)
     return name
 
   def int4(self, name: str, codes: np.ndarray) -> str:
@@ -90,6 +92,7 @@ class _Graph:
     raw = pack_int4(codes).tobytes()
     tensor = helper.make_tensor(name, TensorProto.INT4, codes.shape, raw, raw=True)
     self.initializers.append(tensor)
+    self.names.add(name)
     return name
 
 
@@ -296,15 +299,15 @@ def run_onnx(
   """
   import onnxruntime as ort  # heavy; only the runner needs it
 
-  if optimization not in _OPTIMIZATION_LEVELS:
+  if optimization not in OPTIMIZATION_LEVELS:
     raise ValueError(
-      f"optimization {optimization!r} is not one of {', '.join(_OPTIMIZATION_LEVELS)}"
+      f"optimization {optimization!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}"
     )
   x = np.asarray(x_nhwc, np.float32)
   if x.ndim != 4:
     raise ValueError(f"expected NHWC input (N, H, W, C), got shape {x.shape}")
   options = ort.SessionOptions()
-  level = _OPTIMIZATION_LEVELS[optimization]
+  level = OPTIMIZATION_LEVELS[optimization]
   options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
   # DQ(int4) + MatMul becomes MatMulNBits, which by default quantizes activations internally.
   options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
