@@ -23,6 +23,7 @@ from qdarts.export.c_export import (
   render_c,
   run_c_runner,
 )
+from qdarts.export.from_chain import graph_from_chain
 from qdarts.export.graph_c import build_graph_c_runner, export_graph_c, render_graph_c
 from qdarts.export.graph_integer import (
   IntegerGraph,
@@ -43,7 +44,7 @@ from qdarts.export.integer_model import (
   to_integer_chain,
 )
 from qdarts.export.ir import QuantizedChain
-from qdarts.export.onnx import OUTPUT_NAME, export_onnx, run_onnx
+from qdarts.export.onnx import OUTPUT_NAME, export_onnx
 from qdarts.export.onnx import build_model as build_onnx
 
 FORMATS = ("onnx", "tflite", "c")
@@ -51,7 +52,8 @@ ARTIFACT = {"onnx": "model.onnx", "tflite": "model.tflite", "c": "c"}
 
 
 def _verify_onnx(path: Path, ichain: IntegerChain, x: np.ndarray, chain) -> dict:
-  return _compare(run_onnx(path, x), integer_forward(ichain, x), ichain)
+  """As a DAG's (:func:`_verify_graph_onnx`): the chain's ONNX model is its graph's."""
+  return _verify_graph_onnx(path, to_integer_graph(graph_from_chain(chain)), x)
 
 
 def _verify_tflite(path: Path, ichain: IntegerChain, x: np.ndarray, chain) -> dict:

@@ -32,7 +32,7 @@ Per node::
   GAvgPool:       Cast(codes) [− 128] → AveragePool(count_include_pad=0) → round half away from
                   zero (Sign·Floor(|v| + ½)) [+ 128] → Cast: the integer model's rounding, exactly
   GGlobalAvgPool: Cast int32 [− 128] → ReduceSum(H, W) → Cast float → Q(H·W·s_out / s_in)
-  GLinear:        DQ(s_in) → Flatten → Gemm(DQ(W), DQ(b); transB=1) → logits
+  GLinear:        Flatten → DQ(s_in) → Gemm(DQ(W), DQ(b); transB=1) → logits (QGemm at 8 bits)
 
 At ``"disabled"`` and ``"basic"`` ORT runs the fused layout's convs in float on the trained
 steps: a value within float32 rounding of a tie can land one code apart (measured on a
@@ -258,19 +258,22 @@ def _node(g: _Graph, n: IntNode) -> str:
 
 
 def _linear(g: _Graph, n: IntNode) -> str:
+  """Flatten of the codes, then DQ → Gemm: ORT fuses 8-bit weights into QGemm."""
   node: GLinear = n.node
-  x = _dequantize(g, node.inputs[0], n.in_grid, node.name)
-  x = g.node("Flatten", [x], f"{node.name}.flatten", axis=1)
+  flat = g.node("Flatten", [_codes(node.inputs[0])], f"{node.name}.flatten", axis=1)
+  x = _dequantize(g, node.inputs[0], n.in_grid, node.name, codes=flat)
   w = _weight_dq(g, node.name, n.weight, node.w_step, node.w_bits)
   return g.node("Gemm", [x, w, _bias(g, n, fused=True)], OUTPUT_NAME, transB=1)
 
 
-def build_graph_model(graph: QuantizedGraph | IntegerGraph) -> onnx.ModelProto:
+def build_graph_model(
+  graph: QuantizedGraph | IntegerGraph, props: dict[str, str] | None = None
+) -> onnx.ModelProto:
   """The checked QDQ ``ModelProto`` of a graph (see the module docstring).
 
-  ``metadata_props`` hold the graph's metadata, ``"qdarts.layers"`` (JSON: per node with
-  weights its name, ``w_bits`` and its input's bits ``a_bits``) and ``"qdarts.graph"``
-  (``"dag"``).
+  ``metadata_props`` hold ``props`` if given, else the graph's metadata, ``"qdarts.layers"``
+  (JSON: per node with weights its name, ``w_bits`` and its input's bits ``a_bits``) and
+  ``"qdarts.graph"`` (``"dag"``).
 
   Raises:
     ValueError: the graph is invalid or has no integer form (the message names the node).
@@ -285,7 +288,8 @@ def build_graph_model(graph: QuantizedGraph | IntegerGraph) -> onnx.ModelProto:
     for n in igraph.nodes
     if isinstance(n.node, GConv | GLinear)
   ]
-  props = {**igraph.metadata, "qdarts.layers": json.dumps(layers), "qdarts.graph": "dag"}
+  if props is None:
+    props = {**igraph.metadata, "qdarts.layers": json.dumps(layers), "qdarts.graph": "dag"}
   return checked_model(g, "qdarts_dag", igraph.input_shape, igraph.num_classes, props)
 
 

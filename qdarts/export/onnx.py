@@ -1,39 +1,21 @@
 """ONNX export of a :class:`~qdarts.export.ir.QuantizedChain` as a QDQ graph, and an ORT runner.
 
+A chain is written as its graph (:func:`~qdarts.export.from_chain.graph_from_chain`) by the DAG
+writer, :mod:`qdarts.export.graph_onnx`: one writer, whose model ONNX Runtime runs code for
+code as the integer model's ``"ort"`` form at ``"extended"`` and ``"all"`` (that module's
+docstring has the layout). This module holds what both share: the node builder, the weight
+DequantizeLinear, the checked model, and :func:`run_onnx`.
+
 The graph is built node by node with ``onnx.helper`` at opset 21 and IR version 10 (ORT 1.32
 accepts newer IR versions, older runtimes do not). It is NCHW, the ONNX convention: the input
 ``"input"`` is float32 ``[N, C, H, W]`` with a dynamic batch ``N``; :func:`run_onnx` takes the
 project's NHWC arrays and transposes them. The output ``"logits"`` is float32
-``[N, num_classes]``.
-
-Every layer quantizes its input with the step s_a it learned, as a QuantizeLinear /
-DequantizeLinear pair (uint8, zero point 0); below 8 bits a Clip on the uint8 codes narrows the
-range to ``[0, 2^b_a − 1]`` (QCDQ: an 8-bit container). Weights are stored as integer codes
-(INT4 for ``w_bits ≤ 4``, two per byte, low nibble first; INT8 otherwise) with a per-channel
-DequantizeLinear (axis 0, zero points 0); biases as int32 codes ``round(b / (s_a·s_w[c]))``
-with scale ``s_a·s_w[c]``. A conv's ReLU is followed directly by the next layer's
-QuantizeLinear, whose zero point 0 is uint8's qmin, so ORT (``ORT_ENABLE_EXTENDED`` and above)
-removes the ReLU and fuses ``DQ → Conv → Q`` into ``QLinearConv`` for 8-bit weights. ORT has no
-integer int4 conv: int4 weights are dequantized and run in float, saving only storage.
-
-Subgraphs, for layer ``L`` with input ``x``::
-
-  QConv:          x → Q(s_a) [→ Clip] → DQ → Conv(DQ(W), DQ(b)) [→ Relu]
-  QGlobalAvgPool: x → Q(s_a) [→ Clip] → DQ → GlobalAveragePool
-  QLinear:        x → Q(s_a) [→ Clip] → DQ → Flatten → Q(s_a) → DQ
-                    → Gemm(·, DQ(W), DQ(b); transB=1) → logits
-  QAdd:           x → Q(s_h, uint8 zero point 128) → DQ ┐
-                  (skip layer's input codes) → DQ(s_skip) ┴→ Add
-
-For an all-8-bit chain ORT (``"extended"``) runs ``QuantizeLinear → QLinearConv … →
-QLinearGlobalAveragePool → Flatten → QGemm``: integer from the input quantizer to the logits.
-
-.. note:: the exported graph computes ``reference_forward(chain, x, int32_bias=True)`` up to
-  float32 summation order (measured: ≤ 6e-8 on logits of magnitude 0.4). Against the float-bias
-  ``reference_forward(chain, x)`` it also differs by the int32 rounding of each bias (at most
-  s_a·s_w[c] / 2), which is negligible at 8 bits but can change predictions at 2 bits. Either
-  difference moves an activation sitting on a rounding boundary by one code; steps with simple
-  ratios (a pool step exactly twice the next step) put averages on such boundaries.
+``[N, num_classes]``. Weights are stored as integer codes (INT4 for ``w_bits ≤ 4``, two per
+byte, low nibble first; INT8 otherwise) with a per-channel DequantizeLinear (axis 0, zero
+points 0); biases as int32 codes. For an all-8-bit chain ORT (``"extended"``) runs
+``QuantizeLinear → QLinearConv … → int32 ReduceSum → QuantizeLinear → QGemm``: integer from
+the input quantizer to the logits. ORT has no integer int4 conv: int4 weights run as a float32
+Conv of integer values (exact), saving storage.
 """
 
 import json
@@ -45,17 +27,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qdarts.export.ir import (
-  QAdd,
-  QConv,
-  QGlobalAvgPool,
-  QLinear,
   QuantizedChain,
-  bias_codes,
-  bias_scale,
-  validate_chain,
 )
 from qdarts.run_dir import atomic_write_bytes
-from quant.integer import pack_int4, weight_codes
+from quant.integer import pack_int4
 
 OPSET = 21
 IR_VERSION = 10
@@ -96,19 +71,6 @@ class _Graph:
     return name
 
 
-def _act_qdq(
-  g: _Graph, x: str, prefix: str, step: float, bits: int, tag: str = "in", zero_point: int = 0
-) -> str:
-  """x → QuantizeLinear(s, uint8 z) [→ Clip(0, 2^b − 1)] → DequantizeLinear(s, z)."""
-  scale = g.array(f"{prefix}.{tag}_scale", np.float32(step))
-  zero = g.array(f"{prefix}.{tag}_zero_point", np.uint8(zero_point))
-  q = g.node("QuantizeLinear", [x, scale, zero], f"{prefix}.{tag}_q")
-  if bits < 8:
-    qmax = g.array(f"{prefix}.{tag}_qmax", np.uint8(2**bits - 1))
-    q = g.node("Clip", [q, zero, qmax], f"{prefix}.{tag}_clip")
-  return g.node("DequantizeLinear", [q, scale, zero], f"{prefix}.{tag}_dq")
-
-
 def _weight_dq(g: _Graph, prefix: str, codes: np.ndarray, step: np.ndarray, bits: int) -> str:
   """Per-output-channel DequantizeLinear (axis 0) of integer codes, output channels first."""
   cout = codes.shape[0]
@@ -122,69 +84,9 @@ def _weight_dq(g: _Graph, prefix: str, codes: np.ndarray, step: np.ndarray, bits
   return g.node("DequantizeLinear", [w, scale, zero], f"{prefix}.w", axis=0)
 
 
-def _bias_dq(g: _Graph, layer: QConv | QLinear) -> str:
-  """int32 codes round(b / (s_a·s_w)) with per-channel scale s_a·s_w, DequantizeLinear axis 0."""
-  codes = bias_codes(layer)
-  if codes.min(initial=0) < _INT32.min or codes.max(initial=0) > _INT32.max:
-    raise ValueError(f"layer {layer.name!r}: bias / (in_step * w_step) overflows int32")
-  b = g.array(f"{layer.name}.b_codes", codes.astype(np.int32))
-  scale = g.array(f"{layer.name}.b_scale", bias_scale(layer))
-  zero = g.array(f"{layer.name}.b_zero_point", np.zeros(codes.shape, np.int32))
-  return g.node("DequantizeLinear", [b, scale, zero], f"{layer.name}.b", axis=0)
-
-
-def _conv(g: _Graph, layer: QConv, x: str) -> str:
-  x = _act_qdq(g, x, layer.name, layer.in_step, layer.a_bits)
-  codes = weight_codes(layer.weight, layer.w_step, layer.w_bits)  # HWIO
-  w = _weight_dq(g, layer.name, codes.transpose(3, 2, 0, 1), layer.w_step, layer.w_bits)
-  b = _bias_dq(g, layer)
-  kh, kw = codes.shape[:2]
-  (top, bottom), (left, right) = layer.padding
-  y = g.node(
-    "Conv",
-    [x, w, b],
-    f"{layer.name}.conv",
-    kernel_shape=[kh, kw],
-    strides=[layer.stride, layer.stride],
-    pads=[top, left, bottom, right],
-    dilations=[1, 1],
-    group=layer.groups,
-  )
-  return g.node("Relu", [y], f"{layer.name}.relu") if layer.relu else y
-
-
-def _add(g: _Graph, layer: QAdd, skip: QConv, x: str) -> str:
-  """x → Q(s_h, uint8 128) → DQ, plus a second DQ of the skip layer's input codes, → Add.
-
-  Zero point 128 on uint8 is the signed int8 quantizer of :class:`QAdd` (``q − 128``): all
-  three tensors are uint8, the pattern ORT fuses into ``QLinearAdd`` (``DQ, DQ → Add → Q``).
-  """
-  h = _act_qdq(g, x, layer.name, layer.in_step, 8, zero_point=128)
-  codes = f"{skip.name}.in_clip" if skip.a_bits < 8 else f"{skip.name}.in_q"
-  scale, zero = f"{skip.name}.in_scale", f"{skip.name}.in_zero_point"
-  skip_dq = g.node("DequantizeLinear", [codes, scale, zero], f"{layer.name}.skip_dq")
-  return g.node("Add", [h, skip_dq], f"{layer.name}.add")
-
-
-def _global_avg_pool(g: _Graph, layer: QGlobalAvgPool, x: str) -> str:
-  x = _act_qdq(g, x, layer.name, layer.in_step, layer.a_bits)
-  return g.node("GlobalAveragePool", [x], f"{layer.name}.gap")  # (N, C, 1, 1)
-
-
-def _linear(g: _Graph, layer: QLinear, x: str, output: str) -> str:
-  x = _act_qdq(g, x, layer.name, layer.in_step, layer.a_bits)
-  x = g.node("Flatten", [x], f"{layer.name}.flatten", axis=1)
-  # The same quantizer again, after the Flatten: exact (the values are already codes·s_a within
-  # range, so no Clip), and it gives ORT the DQ → GAP → Q and DQ → Gemm patterns it fuses into
-  # QLinearGlobalAveragePool and QGemm.
-  x = _act_qdq(g, x, layer.name, layer.in_step, 8, tag="flat")
-  codes = weight_codes(layer.weight, layer.w_step, layer.w_bits)  # (cin, cout)
-  w = _weight_dq(g, layer.name, codes.T, layer.w_step, layer.w_bits)
-  return g.node("Gemm", [x, w, _bias_dq(g, layer)], output, transB=1)
-
-
 def build_model(chain: QuantizedChain) -> onnx.ModelProto:
-  """Builds and checks the QDQ ``ModelProto`` of a chain (see the module docstring).
+  """Builds and checks the QDQ ``ModelProto`` of a chain: its graph's model
+  (:func:`~qdarts.export.graph_onnx.build_graph_model`).
 
   Args:
     chain: the quantized SubNet.
@@ -197,20 +99,12 @@ def build_model(chain: QuantizedChain) -> onnx.ModelProto:
   Raises:
     ValueError: the chain is invalid; the message names the layer.
   """
-  validate_chain(chain)
-  g = _Graph()
-  x = INPUT_NAME
-  for layer in chain.layers:
-    if isinstance(layer, QConv):
-      x = _conv(g, layer, x)
-    elif isinstance(layer, QAdd):
-      x = _add(g, layer, chain.layers[layer.skip], x)
-    elif isinstance(layer, QGlobalAvgPool):
-      x = _global_avg_pool(g, layer, x)
-    else:  # validate_chain: the one QLinear is last
-      x = _linear(g, layer, x, OUTPUT_NAME)
+  from qdarts.export.from_chain import graph_from_chain  # noqa: PLC0415 (imports this module)
+  from qdarts.export.graph_onnx import build_graph_model  # noqa: PLC0415
+
+  graph = graph_from_chain(chain)  # validates the chain
   props = {**chain.metadata, "qdarts.layers": _layers_json(chain)}
-  return checked_model(g, "qdarts_chain", chain.input_shape, chain.num_classes, props)
+  return build_graph_model(graph, props)
 
 
 def checked_model(

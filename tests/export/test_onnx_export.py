@@ -18,7 +18,12 @@ from qdarts.export import (
   reference_forward,
   run_onnx,
 )
+from qdarts.export.from_chain import graph_from_chain
+from qdarts.export.graph_integer import integer_graph_trace, to_integer_graph
+from qdarts.export.graph_onnx import run_graph_onnx_codes
+from qdarts.export.integer_model import integer_trace, to_integer_chain
 from qdarts.export.ir import _conv2d_nhwc
+from qdarts.export.onnx import build_model
 
 INPUT_SHAPE = (8, 8, 1)
 NUM_CLASSES = 10
@@ -145,8 +150,37 @@ def test_all_8bit_runs_integer_kernels_in_ort(tmp_path):
   run_onnx(path, _inputs(4), optimization="extended", optimized_model_path=optimized)
   ops = [node.op_type for node in onnx.load(optimized).graph.node]
   assert ops.count("QLinearConv") == 3
-  assert "QLinearGlobalAveragePool" in ops and "QGemm" in ops
+  assert "ReduceSum" in ops and "QGemm" in ops  # the global pool sums in int32
   assert not {"Conv", "FusedConv", "Relu", "Gemm", "GlobalAveragePool"} & set(ops), ops
+
+
+@pytest.mark.parametrize("case", sorted(BIT_CASES))
+def test_onnx_runtime_computes_the_ort_form_code_for_code(case):
+  """A chain's model is its graph's: every tensor as the integer model's ``"ort"`` form."""
+  chain = make_chain(*BIT_CASES[case])
+  graph = graph_from_chain(chain)
+  igraph = to_integer_graph(graph, rounding="ort")
+  x = _inputs(256)
+  expected = integer_graph_trace(igraph, x)
+  for level in ("extended", "all"):
+    got = run_graph_onnx_codes(build_model(chain), igraph, x, level)
+    for name, codes in got.items():
+      if name != "logits":
+        np.testing.assert_array_equal(codes, expected[name], err_msg=f"{level} {name}")
+
+
+def test_graph_of_a_chain_is_the_chain_integer_model():
+  """graph_from_chain keeps the chain's integer semantics: equal codes and accumulators, in
+  single and double rounding (what lets one ONNX writer serve both)."""
+  x = _inputs(256)
+  for case in sorted(BIT_CASES):
+    chain = make_chain(*BIT_CASES[case])
+    for rounding in ("single", "double"):
+      trace = integer_trace(to_integer_chain(chain, rounding=rounding), x)
+      graph = integer_graph_trace(to_integer_graph(graph_from_chain(chain), rounding=rounding), x)
+      for i, previous in enumerate(chain.layers[:-1], start=1):  # layer i reads previous's
+        np.testing.assert_array_equal(graph[previous.name], trace.codes[i])
+      np.testing.assert_array_equal(graph[chain.layers[-1].name], trace.accumulators)
 
 
 def test_low_bit_weights_are_stored_as_int4(tmp_path):
