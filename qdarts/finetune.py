@@ -127,8 +127,15 @@ def predict_logits(
   in fixed-size batches (the last one padded).
 
   ``x`` is uint8 images converted by ``input_spec`` (never augmented), or, without a spec,
-  the float network input.
+  the float network input. Matmuls and convs run in float32 ("highest"): these are the logits
+  the exported integer models are held to, and a GPU's default TF32 moves them by tens of
+  accumulator steps.
   """
+  with jax.default_matmul_precision("highest"):
+    return _predict_logits(subnet, x, batch_size, input_spec)
+
+
+def _predict_logits(subnet, x, batch_size, input_spec) -> np.ndarray:
   subnet.eval()
   graphdef, params, stats = split_subnet(subnet)
 
