@@ -1,7 +1,6 @@
 """The MBConv and user-declared chain spaces run the whole pipeline: search, derive, fine-tune,
 and export, residual adds included."""
 
-
 import onnx
 import pytest
 
