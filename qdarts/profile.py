@@ -2,22 +2,24 @@
 
 For each distinct layer of a search space (every candidate conv at every ``(w_bits, a_bits)``
 of the config, plus the fixed stem and classifier at 8/8 bits), :func:`layer_model` builds a
-one-layer QDQ graph with the exporter's own subgraph builders (:mod:`qdarts.export.onnx`):
+one-layer model with the ONNX writer's own node builders (:mod:`qdarts.export.graph_onnx`):
 
-  conv:   x → Q(s_a) [→ Clip] → DQ → Conv(DQ(W int4/int8, per channel), DQ(b int32)) → Relu → Q
+  conv:   x → Q(s_a) [→ Clip] → the conv as exported (8-bit weights: DQ → Conv → Q, which ORT
+          fuses into QLinearConv; INT4: a float32 Conv of integer values → Q per channel)
   linear: x → Q(s_a) [→ Clip] → DQ → Gemm(·, DQ(W), DQ(b); transB=1)
 
-at opset 21, IR version 10, with random weights (fixed seed). The output Q of a conv stands for
-the next layer's input quantizer, which ORT fuses with ``DQ → Conv`` into ``QLinearConv`` as it
-does in an exported SubNet. :func:`time_model` runs it in a single-threaded CPU session (the
-``"extended"`` optimization level of :func:`qdarts.export.run_onnx`), batch 1, and takes the
-median of ``repeats`` timed runs after ``warmup`` untimed ones.
+at opset 21, IR version 10, with random weights (fixed seed). The conv's output Q stands for
+the next layer's input quantizer (unsigned: the ReLU is its clamp at 0). :func:`time_model`
+runs it in a single-threaded CPU session (the ``"extended"`` optimization level of
+:func:`qdarts.export.run_onnx`), batch 1, and takes the median of ``repeats`` timed runs after
+``warmup`` untimed ones.
 
-What a row includes: the layer's input Q/DQ, the conv or Gemm, the ReLU, the output Q, and one
-``session.run`` call's overhead. What no row covers: the global average pool and the requantize
-after the classifier's Flatten (per-model overhead of an exported SubNet).
+What a row includes: the layer's input Q [Clip] and DQ, the conv or Gemm, the output Q, and one
+``session.run`` call's overhead. What no row covers: the global average pool and the adds
+(per-model overhead of an exported SubNet).
 """
 
+import dataclasses
 import platform
 import statistics
 import time
@@ -31,10 +33,12 @@ from onnx import TensorProto, helper
 
 from hwcost import LayerSpec
 from hwcost.measured_rows import COLUMNS, layer_key
+from qdarts.export import graph_onnx
 from qdarts.export import onnx as qonnx
-from qdarts.export.ir import QConv, QLinear
+from qdarts.export.graph_integer import IntNode, to_integer_graph
+from qdarts.export.graph_ir import INPUT, GConv, GGlobalAvgPool, GLinear, Grid, QuantizedGraph
 from qdarts.run_dir import atomic_write_text
-from quant import weight_codes, weight_qrange
+from quant import weight_qrange
 from search_spaces import same_padding
 
 RUNTIMES = ("onnxruntime",)
@@ -97,8 +101,45 @@ def _random_weights(rng, shape: tuple[int, ...], cout: int, w_bits: int):
   return weight, w_step, bias
 
 
+def _layer_node(item: ProfileItem, rng) -> tuple[IntNode, Grid]:
+  """The layer as the ONNX export writes it: its node of a one-layer graph in the ``"ort"``
+  form, and the input grid. A conv is followed by a pool and a classifier only because a
+  graph must end in one; they are not written."""
+  spec = item.spec
+  in_grid, out_grid = (
+    Grid(1.0 / (2**item.a_bits - 1), item.a_bits, False),
+    Grid(_OUT_STEP, 8, False),
+  )
+  if spec.op == "conv":
+    shape = (spec.kernel, spec.kernel, spec.cin // spec.groups, spec.cout)
+    weight, w_step, bias = _random_weights(rng, shape, spec.cout, item.w_bits)
+    padding = tuple(same_padding(n, spec.kernel, spec.stride) for n in spec.in_hw)
+    layer = GConv("layer", (INPUT,), weight, bias, w_step, item.w_bits, out_grid,
+                  stride=spec.stride, padding=padding, groups=spec.groups)  # fmt: skip
+    fc_weight, fc_step, fc_bias = _random_weights(rng, (spec.cout, 1), 1, FIXED_BITS)
+    fc = GLinear("fc", ("pool",), fc_weight, fc_bias, fc_step, FIXED_BITS)
+    nodes, in_shape, classes = (
+      (layer, GGlobalAvgPool("pool", ("layer",), out_grid), fc),
+      (*spec.in_hw, spec.cin),
+      1,
+    )
+  else:
+    weight, w_step, bias = _random_weights(rng, (spec.cin, spec.cout), spec.cout, item.w_bits)
+    fc = GLinear("layer", ("pool",), weight, bias, w_step, item.w_bits)
+    nodes, in_shape, classes = (
+      (GGlobalAvgPool("pool", (INPUT,), in_grid), fc),
+      (1, 1, spec.cin),
+      spec.cout,
+    )
+  graph = QuantizedGraph(nodes, in_shape, in_grid, classes)
+  node = next(n for n in to_integer_graph(graph, rounding="ort").nodes if n.node.name == "layer")
+  if spec.op != "conv":  # the classifier reads the model input itself
+    node = dataclasses.replace(node, node=dataclasses.replace(node.node, inputs=(INPUT,)))
+  return node, in_grid
+
+
 def layer_model(item: ProfileItem, seed: int = 0) -> onnx.ModelProto:
-  """The one-layer QDQ model of ``item`` (see the module docstring), checked.
+  """The one-layer model of ``item`` (see the module docstring), checked.
 
   Args:
     item: the layer shape and bits.
@@ -106,41 +147,21 @@ def layer_model(item: ProfileItem, seed: int = 0) -> onnx.ModelProto:
 
   Returns:
     A model at opset 21, IR version 10; input ``"input"`` float32 ``[1, cin, H, W]`` (conv) or
-    ``[1, cin]`` (linear).
+    ``[1, cin]`` (linear); output ``"output"``, the conv's uint8 codes or the float logits.
   """
-  spec, rng = item.spec, np.random.default_rng(seed)
-  in_step = 1.0 / (2**item.a_bits - 1)
+  spec = item.spec
+  node, in_grid = _layer_node(item, np.random.default_rng(seed))
   g = qonnx._Graph()
+  graph_onnx._quantize(g, INPUT, INPUT, in_grid)
   if spec.op == "conv":
-    shape = (spec.kernel, spec.kernel, spec.cin // spec.groups, spec.cout)
-    weight, w_step, bias = _random_weights(rng, shape, spec.cout, item.w_bits)
-    layer = QConv(
-      name="layer",
-      weight=weight,
-      bias=bias,
-      w_step=w_step,
-      w_bits=item.w_bits,
-      in_step=in_step,
-      a_bits=item.a_bits,
-      stride=spec.stride,
-      padding=tuple(same_padding(n, spec.kernel, spec.stride) for n in spec.in_hw),
-      groups=spec.groups,
-      relu=True,
+    g.node("Identity", [graph_onnx._conv(g, node)], "output")
+    inputs, outputs, out_type = (
+      [1, spec.cin, *spec.in_hw],
+      [1, spec.cout, *spec.out_hw],
+      TensorProto.UINT8,
     )
-    y = qonnx._conv(g, layer, qonnx.INPUT_NAME)
-    scale = g.array("out.scale", np.float32(_OUT_STEP))
-    zero = g.array("out.zero_point", np.uint8(0))
-    g.node("QuantizeLinear", [y, scale, zero], "output")
-    inputs = [1, spec.cin, *spec.in_hw]
-    outputs = [1, spec.cout, *spec.out_hw]
-    out_type = TensorProto.UINT8
   else:
-    weight, w_step, bias = _random_weights(rng, (spec.cin, spec.cout), spec.cout, item.w_bits)
-    layer = QLinear("layer", weight, bias, w_step, item.w_bits, in_step, item.a_bits)
-    x = qonnx._act_qdq(g, qonnx.INPUT_NAME, layer.name, layer.in_step, layer.a_bits)
-    codes = weight_codes(layer.weight, layer.w_step, layer.w_bits)
-    w = qonnx._weight_dq(g, layer.name, codes.T, layer.w_step, layer.w_bits)
-    g.node("Gemm", [x, w, qonnx._bias_dq(g, layer)], "output", transB=1)
+    g.node("Identity", [graph_onnx._linear(g, node)], "output")
     inputs, outputs, out_type = [1, spec.cin], [1, spec.cout], TensorProto.FLOAT
   graph = helper.make_graph(
     g.nodes,
