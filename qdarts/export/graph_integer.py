@@ -515,6 +515,8 @@ def rounding_differences(graph: QuantizedGraph | IntegerGraph, x: np.ndarray,
   single = dataclasses.replace(single, rounding="single")
   if rounding == "litert":
     other = as_litert(single)
+  elif rounding == "ort":
+    other = as_ort(single)
   else:
     other = dataclasses.replace(single, rounding=rounding)
   codes = integer_graph_trace(single, x)
