@@ -9,8 +9,9 @@ Per node::
 
   GConv:          [STRIDED_SLICE (crop)] → [PAD] → CONV_2D | DEPTHWISE_CONV_2D (dilation)
                   → the output grid [→ MINIMUM]
-  GRequant:       QUANTIZE int8 → int8 (requantization; u ≥ 0 is int8 saturation at −128),
-                  or DEPTHWISE_CONV_2D 1×1 (INT8 weights 2^6) where M < 1/2
+  GRequant:       DEPTHWISE_CONV_2D 1×1 (INT8 weights 2^6 where M < 1/2, else 1; u ≥ 0 is
+                  int8 saturation at −128), not QUANTIZE int8 → int8 (XNNPACK's rounds M
+                  to 8 fractional bits)
   GAdd:           ADD (int8, each input its own scale)
   GConcat:        CONCATENATION (axis 3; all inputs on the output's quantization)
   GMaxPool:       MAX_POOL_2D 3×3 stride 1 SAME [→ STRIDED_SLICE stride 2]

@@ -499,6 +499,12 @@ def run_tflite(
   Raises:
     ValueError: unknown ``kernels`` or an input that is not 4-D.
   """
+  model = pathlib.Path(path).read_bytes()
+  return next(iter(_invoke(model, x_nhwc, kernels, num_threads).values()))
+
+
+def _invoke(model: bytes, x_nhwc: np.ndarray, kernels: str, num_threads: int = 1) -> dict:
+  """Every output of one LiteRT run of ``model`` on ``x_nhwc``, by tensor name."""
   from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
   resolvers = {"xnnpack": OpResolverType.AUTO}
@@ -509,13 +515,32 @@ def run_tflite(
   if x.ndim != 4:
     raise ValueError(f"expected NHWC input (N, H, W, C), got shape {x.shape}")
   interpreter = Interpreter(
-    model_path=os.fspath(path),
-    num_threads=num_threads,
-    experimental_op_resolver_type=resolvers[kernels],
+    model_content=model, num_threads=num_threads, experimental_op_resolver_type=resolvers[kernels]
   )
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+  (inp,) = interpreter.get_input_details()
   interpreter.resize_tensor_input(inp["index"], list(x.shape), strict=True)
   interpreter.allocate_tensors()
   interpreter.set_tensor(inp["index"], x)
   interpreter.invoke()
-  return interpreter.get_tensor(out["index"]).copy()
+  outs = interpreter.get_output_details()
+  return {d["name"]: interpreter.get_tensor(d["index"]).copy() for d in outs}
+
+
+def run_tflite_tensors(
+  path: str | os.PathLike, x_nhwc: np.ndarray, *, kernels: str = "xnnpack"
+) -> dict[str, np.ndarray]:
+  """Every tensor an op writes, by name, after one run of an exported model on ``x_nhwc``.
+
+  A delegate (XNNPACK) writes back only the tensors that leave it, so the model is run with
+  every such tensor made a subgraph output; the ops and their partition are unchanged (a
+  tensor inside a partition is written by the partition, not read back from elsewhere).
+
+  Returns:
+    ``{name: values}``: int8 codes (``u − 128`` on an unsigned grid) or float32 logits.
+  """
+  model = fb.ModelT.InitFromPackedBuf(pathlib.Path(path).read_bytes(), 0)
+  subgraph = model.subgraphs[0]
+  subgraph.outputs = [i for op in subgraph.operators for i in op.outputs]
+  builder = flatbuffers.Builder(1024)
+  builder.Finish(model.Pack(builder), file_identifier=_FILE_IDENTIFIER)
+  return _invoke(bytes(builder.Output()), x_nhwc, kernels)

@@ -19,18 +19,27 @@ from qdarts.export.formats import (  # noqa: E402
 )
 from qdarts.export.graph_integer import (  # noqa: E402
   integer_graph_forward,
+  integer_graph_trace,
   observed_logit_range,
   rounding_differences,
   to_integer_graph,
 )
-from qdarts.export.graph_ir import GConv, GGlobalAvgPool, GRequant, Grid  # noqa: E402
+from qdarts.export.graph_ir import (  # noqa: E402
+  INPUT,
+  GConv,
+  GGlobalAvgPool,
+  GLinear,
+  GRequant,
+  Grid,
+  QuantizedGraph,
+)
 from qdarts.export.graph_tflite import (  # noqa: E402
   build_graph_tflite,
   export_graph_tflite,
   graph_logit_quantization,
   litert_logit_codes,
 )
-from qdarts.export.tflite import read_metadata, run_tflite  # noqa: E402
+from qdarts.export.tflite import read_metadata, run_tflite, run_tflite_tensors  # noqa: E402
 
 
 def _logit_codes(logits, scale, zero_point):
@@ -182,3 +191,33 @@ def test_an_observed_logit_range_gives_finer_logit_codes(darts_graph, tmp_path):
   expected = _logit_codes(observed, scale, zero_point)
   assert np.abs(got - expected).max() <= 1
   assert got.min() > -128 and got.max() < 127  # nothing saturates
+
+
+def _requant_graph(m: float) -> QuantizedGraph:
+  """input (4, 4, 8) → requantization with M = ``m`` (unsigned 8-bit grids, codes 0..255) →
+  global average pool → linear."""
+  step = 1 / 255
+  requant = GRequant("req", (INPUT,), Grid(step / m, 8, False))
+  gap = GGlobalAvgPool("gap", ("req",), Grid(step / m, 8, False))
+  linear = GLinear("fc", ("gap",), np.eye(8, 10) * 0.5, np.zeros(10), np.full(10, 0.5), 8)
+  return QuantizedGraph((requant, gap, linear), (4, 4, 8), Grid(step, 8, False), 10)
+
+
+def test_xnnpack_requantizes_like_the_integer_model(tmp_path):
+  """A requantization with M ≥ 1/2 is a 1×1 depthwise conv, not QUANTIZE: XNNPACK's int8
+  QUANTIZE multiplies by M rounded to 8 fractional bits (measured here: one code off on 25% of
+  the codes); its depthwise conv requantizes in float32, and every code equals the integer
+  model's, with both kernels."""
+  graph = _requant_graph(0.70508)  # ≈ 180.5 / 256: about the most 8 fractional bits can miss
+  x = np.random.default_rng(1).uniform(0, 1, (64, 4, 4, 8)).astype(np.float32)
+  path = export_graph_tflite(graph, tmp_path / "m.tflite")
+  model = fb.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+  assert fb.BuiltinOperator.QUANTIZE not in {
+    model.operatorCodes[op.opcodeIndex].builtinCode for op in model.subgraphs[0].operators[1:]
+  }  # the input's QUANTIZE (float → int8) only
+  expected = integer_graph_trace(to_integer_graph(graph, rounding="litert"), x)["req"] - 128
+  for kernels in ("builtin", "xnnpack"):
+    tensors = run_tflite_tensors(path, x, kernels=kernels)
+    (name,) = [k for k in tensors if k.startswith("req.")]
+    np.testing.assert_array_equal(tensors[name], expected)
+    np.testing.assert_array_equal(tensors["logits"], run_tflite(path, x, kernels=kernels))
