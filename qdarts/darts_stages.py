@@ -166,6 +166,7 @@ def export_final(
   formats,
   fq_logits: np.ndarray,
   verify_batch: int = 256,
+  tflite_filters: str = "int8",
 ) -> tuple[dict, dict, str | None]:
   """The trained final network's export, as ``qdarts search`` does it for a chain SubNet.
 
@@ -183,6 +184,7 @@ def export_final(
     formats: the configured export formats.
     fq_logits: the fake-quant test logits of ``net`` (evaluation mode).
     verify_batch: test inputs each artifact is checked on.
+    tflite_filters: ``export.tflite_filters`` (:data:`~qdarts.export.formats.TFLITE_FILTERS`).
 
   Returns:
     ``(accuracies, verification, skipped)``: ``onnx_runtime``, ``prediction_agreement`` and
@@ -197,7 +199,9 @@ def export_final(
   onnx_acc, fq_acc = accuracy(onnx_logits, data.y_test), accuracy(fq_logits, data.y_test)
   writable = [f for f in formats if f in GRAPH_FORMATS]
   skipped = [f for f in formats if f not in GRAPH_FORMATS]
-  verification = export_and_verify(graph, run_dir, writable, onnx_input[:verify_batch])
+  verification = export_and_verify(
+    graph, run_dir, writable, onnx_input[:verify_batch], tflite_filters=tflite_filters
+  )
   accuracies = {
     "onnx_runtime": onnx_acc,
     "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),

@@ -272,7 +272,7 @@ def _as_depthwise(n: IntNode) -> IntNode:
   return dataclasses.replace(n, weight=weight, bias=np.zeros(c, np.int32), requant=requant)
 
 
-def as_litert(igraph: IntegerGraph, *, int8_filters: bool = False) -> IntegerGraph:
+def as_litert(igraph: IntegerGraph, *, int8_filters: bool = True) -> IntegerGraph:
   """The ``"litert"`` form of an integer graph: what the TFLite export stores and LiteRT's
   builtin kernels compute, the same real weights and biases as the trained network.
 
@@ -288,8 +288,8 @@ def as_litert(igraph: IntegerGraph, *, int8_filters: bool = False) -> IntegerGra
   the same double rounding on single codes; XNNPACK's rounds M itself) as a 1×1 one. The
   final linear is unchanged.
 
-  ``int8_filters``: INT8 containers for every conv (more headroom for k), else INT4 for
-  ``w_bits <= 4`` (see :func:`int4_filter`).
+  ``int8_filters``: INT8 containers for every conv (more headroom for k; the TFLite export's
+  default), else INT4 for ``w_bits <= 4`` (see :func:`int4_filter`).
   """
   if igraph.rounding == "litert":
     return igraph
