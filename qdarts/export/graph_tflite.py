@@ -78,6 +78,7 @@ from qdarts.export.tflite import (
   _Graph,
   _serialize_model,
   logit_quantization,
+  run_tflite_tensors,
 )
 from qdarts.run_dir import atomic_write_bytes
 
@@ -303,6 +304,22 @@ def litert_logit_codes(
   multiplier, shift = (np.array(v, np.int64) for v in zip(*pairs, strict=True))
   codes = ruy_multiply(acc, multiplier, shift) + zero_point
   return np.clip(codes, -128, 127).astype(np.float64)
+
+
+def node_codes(
+  path: str | os.PathLike, igraph: IntegerGraph, x: np.ndarray, kernels: str = "xnnpack"
+) -> dict[str, np.ndarray]:
+  """Every node's output codes (all but the linear's) in one LiteRT run of an exported model,
+  on the integer model's grids (``u``, not ``u − 128``), by node name: the last tensor the
+  export writes for the node (after its MINIMUM clamp, RESHAPE or STRIDED_SLICE)."""
+  tensors = run_tflite_tensors(path, x, kernels=kernels)
+  codes = {}
+  for n in igraph.nodes[:-1]:
+    name = n.node.name
+    key = next(k for k in (f"{name}.clamp", f"{name}.out", f"{name}.conv", name) if k in tensors)
+    values = tensors[key].astype(np.int32)
+    codes[name] = values if n.out_grid.signed else values - ACT_ZERO_POINT
+  return codes
 
 
 def build_graph_tflite(

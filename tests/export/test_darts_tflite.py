@@ -162,10 +162,12 @@ def test_export_and_verify_records_litert(darts_graph, tmp_path):
   assert record["prediction_agreement"] == 1.0 and record["kernels"] == "builtin (litert rounding)"
   assert record["logit_range"] == "worst case"  # never calibrated on the verification inputs
   assert record["filters"] == "int8" and record["xnnpack_prediction_agreement"] == 1.0
-  assert record["xnnpack_max_logit_diff_lsb"] == 0.0  # XNNPACK = single rounding, here
+  # XNNPACK computes the integer model's float32 single rounding on every tensor (measured 20
+  # codes apart with int8 QUANTIZE requantizations, or with INT4 filters)
+  assert record["xnnpack_max_logit_diff_lsb"] == 0.0 and record["xnnpack_max_code_diff"] == 0
   int4 = export_and_verify(graph, tmp_path / "int4", ["tflite"], x, tflite_filters="int4")
   assert int4["tflite"]["filters"] == "int4" and int4["tflite"]["max_logit_diff_lsb"] == 0.0
-  assert int4["tflite"]["xnnpack_max_logit_diff_lsb"] == 1.0  # INT4 convs: builtin kernels
+  assert int4["tflite"]["xnnpack_max_code_diff"] > 1  # INT4 convs run on the builtin kernels
 
 
 def test_the_logit_range_comes_from_calibration_inputs_not_verification_inputs(
