@@ -456,7 +456,7 @@ def run_export(args) -> int:
       exact += (
         f"; {r['filters'].upper()} filters, XNNPACK (LiteRT's default) agrees with single "
         f"rounding on {r['xnnpack_prediction_agreement']:.2%}, max logit gap "
-        f"{r['xnnpack_max_logit_diff_lsb']:.0f} LSB"
+        f"{r['xnnpack_max_logit_diff_lsb']:.1f} LSB"
       )
       if "xnnpack_max_code_diff" in r:
         exact += f", every tensor within {r['xnnpack_max_code_diff']} codes"

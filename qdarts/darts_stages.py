@@ -19,7 +19,7 @@ from hwcost import CostModel
 from qdarts.config import Config
 from qdarts.data import Dataset
 from qdarts.derive import grouped_costs
-from qdarts.export.formats import GRAPH_FORMATS, export_and_verify, with_logit_range
+from qdarts.export.formats import GRAPH_FORMATS, export_and_verify
 from qdarts.export.from_darts import graph_from_darts
 from qdarts.export.graph_file import save_graph
 from qdarts.export.graph_onnx import export_graph_onnx
@@ -192,7 +192,6 @@ def export_final(
     (None when none was).
   """
   graph = graph_from_darts(net, data.input_shape, data.num_classes, metadata)
-  graph = with_logit_range(graph, np.asarray(data.to_input(data.x_train[:verify_batch])))
   save_graph(graph, run_dir / "subnet.npz")
   onnx_input = np.asarray(data.to_input(data.x_test))
   onnx_logits = run_onnx(export_graph_onnx(graph, run_dir / "model.onnx"), onnx_input)

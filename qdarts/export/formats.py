@@ -26,10 +26,10 @@ from qdarts.export.c_export import (
 from qdarts.export.graph_c import build_graph_c_runner, export_graph_c, render_graph_c
 from qdarts.export.graph_integer import (
   IntegerGraph,
+  as_litert,
   as_ort,
   integer_graph_forward,
   integer_graph_trace,
-  observed_logit_range,
   quantize_graph_input,
   to_integer_graph,
 )
@@ -244,78 +244,42 @@ def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
 
 def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
   """LiteRT's builtin kernels against the integer model in their rounding (``"litert"``, with
-  the model's filter containers), on the int8 grid of the model's logits (as
-  :func:`_verify_tflite` for chains); then LiteRT's default runtime, XNNPACK, against the
-  integer model in single rounding (:func:`_xnnpack_record`), and every node's tensor against
-  its ``"ort"`` form (float32 single rounding, :func:`~qdarts.export.graph_integer.as_ort`):
-  ``xnnpack_max_code_diff``, measured 0 on the digits and Fashion-MNIST DARTS runs with INT8
-  filters (every tensor of every test input)."""
-  from qdarts.export.tflite import read_metadata, run_tflite  # noqa: PLC0415 (optional)
+  the model's filter containers), then LiteRT's default runtime, XNNPACK, against the integer
+  model in float32 single rounding (the ``"ort"`` form,
+  :func:`~qdarts.export.graph_integer.as_ort`; ONNX Runtime's and the fake-quant network's
+  predictions): the logits (float32, in accumulator LSBs) and every node's tensor
+  (``xnnpack_max_code_diff``; measured 0 on the digits and Fashion-MNIST DARTS runs, every test
+  input)."""
+  from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (optional)
 
-  logits = read_metadata(path)["qdarts.logits"]
-  scale, zero_point = logits["scale"], logits["zero_point"]
   filters = _filters(path)
-  codes = _logit_grid(run_tflite(path, x, kernels="builtin"), scale, zero_point)
-  reference = _graph_tflite_module().litert_logit_codes(
-    igraph, x, scale, zero_point, int8_filters=filters == "int8"
-  )
+  litert = as_litert(igraph, int8_filters=filters == "int8")
+  record = _graph_record(run_tflite(path, x, kernels="builtin"),
+                         integer_graph_forward(litert, x), igraph)  # fmt: skip
   ort_graph = as_ort(igraph)
-  single = integer_graph_forward(ort_graph, x)
-  ort_codes = integer_graph_trace(ort_graph, x)
+  single = _graph_record(run_tflite(path, x, kernels="xnnpack"),
+                         integer_graph_forward(ort_graph, x), igraph)  # fmt: skip
+  reference = integer_graph_trace(ort_graph, x)
   xnnpack = _graph_tflite_module().node_codes(path, igraph, x, "xnnpack")
-  worst = max(int(np.abs(c - ort_codes[k]).max(initial=0)) for k, c in xnnpack.items())
+  worst = max(int(np.abs(c - reference[k]).max(initial=0)) for k, c in xnnpack.items())
   return {
-    "verified": True,
-    "samples": int(len(x)),
-    "prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
-    "max_logit_diff_lsb": float(np.abs(codes - reference).max()),
+    **record,
     "kernels": "builtin (litert rounding)",
-    "logit_range": "recorded from training inputs, x2"
-    if LOGIT_RANGE_KEY in igraph.metadata
-    else "worst case",
     "filters": filters,
-    **_xnnpack_record(path, x, single, scale, zero_point),
-    "xnnpack_max_code_diff": worst,  # every node's tensor against the same reference
+    "xnnpack_prediction_agreement": single["prediction_agreement"],
+    "xnnpack_max_logit_diff_lsb": single["max_logit_diff_lsb"],
+    "xnnpack_max_code_diff": worst,
+    "xnnpack_reference": "integer model, float32 single rounding (as ONNX Runtime)",
   }
 
 
-LOGIT_RANGE_KEY = "tflite_logit_range"  # graph metadata: "lo,hi", set from training inputs
+def _write_graph_tflite(graph: QuantizedGraph, path: Path, filters: str):
+  return _graph_tflite_module().export_graph_tflite(graph, path, int8_filters=filters == "int8")
 
 
-def with_logit_range(graph: QuantizedGraph, x_calibrate: np.ndarray, margin: float = 2.0):
-  """``graph`` with the TFLite logits' range recorded in its metadata: ``margin`` × the
-  extremes of the integer model's logits on ``x_calibrate`` (training inputs, never the test
-  split the verification and `qdarts eval` score on). The worst-case range leaves a DARTS
-  head's real logits a few int8 codes apart (see ``graph_tflite.graph_logit_quantization``)."""
-  logits = integer_graph_forward(to_integer_graph(graph), x_calibrate)
-  lo, hi = observed_logit_range(logits, margin)
-  return dataclasses.replace(graph, metadata={**graph.metadata, LOGIT_RANGE_KEY: f"{lo!r},{hi!r}"})
-
-
-def _logit_range(graph: QuantizedGraph) -> tuple[float, float] | None:
-  text = graph.metadata.get(LOGIT_RANGE_KEY)
-  if text is None:
-    return None
-  try:
-    lo, hi = (float(v) for v in text.split(","))
-  except ValueError:
-    raise ConfigError(
-      f"subnet metadata {LOGIT_RANGE_KEY}: expected two numbers 'lo,hi', got {text!r}"
-    ) from None
-  return lo, hi
-
-
-def _write_graph_tflite(graph: QuantizedGraph, path: Path, x_verify: np.ndarray, filters: str):
-  """The logits' int8 range recorded by :func:`with_logit_range` (the worst case without)."""
-  del x_verify  # calibrating on the verification (test) inputs would tune to the test split
-  return _graph_tflite_module().export_graph_tflite(
-    graph, path, _logit_range(graph), int8_filters=filters == "int8"
-  )
-
-
-_GRAPH_WRITERS = {  # (graph, path, verification inputs, tflite filters)
-  "onnx": lambda graph, path, x, filters: export_graph_onnx(graph, path),
-  "c": lambda graph, path, x, filters: export_graph_c(graph, path),
+_GRAPH_WRITERS = {  # (graph, path, tflite filters)
+  "onnx": lambda graph, path, filters: export_graph_onnx(graph, path),
+  "c": lambda graph, path, filters: export_graph_c(graph, path),
   "tflite": _write_graph_tflite,
 }
 _GRAPH_VERIFIERS = {
@@ -370,7 +334,7 @@ def _export_and_verify_graph(
   results = {}
   for fmt in formats:
     path = Path(out_dir) / ARTIFACT[fmt]
-    _GRAPH_WRITERS[fmt](graph, path, x_verify, filters)
+    _GRAPH_WRITERS[fmt](graph, path, filters)
     results[fmt] = {"path": ARTIFACT[fmt], **_GRAPH_VERIFIERS[fmt](path, igraph, x_verify)}
   return results
 

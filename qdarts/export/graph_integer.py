@@ -530,8 +530,3 @@ def rounding_differences(graph: QuantizedGraph | IntegerGraph, x: np.ndarray,
     differ[kind] = differ.get(kind, 0) + int(np.sum(y != codes[n.node.name]))
     total[kind] = total.get(kind, 0) + y.size
   return {kind: differ[kind] / total[kind] for kind in total}
-
-
-def observed_logit_range(logits: np.ndarray, margin: float = 2.0) -> tuple[float, float]:
-  """``margin`` × the extremes of observed logits ``(N, num_classes)``: a TFLite logit range."""
-  return margin * float(np.min(logits)), margin * float(np.max(logits))
