@@ -416,18 +416,50 @@ def add_export_parser(subparsers) -> None:
   p.add_argument("run", type=Path, help="a run folder of `qdarts search`")
   p.add_argument("--format", default="all", help="onnx, tflite, c, a comma list, or all")
   p.add_argument("--data-dir", default=None, help="where the dataset files are")
+  p.add_argument(
+    "--tflite-filters",
+    default=None,
+    help="int8 (every filter; XNNPACK, LiteRT's default runtime, runs every conv) or int4 "
+    "(filters of <= 4 bits: half their bytes, run on LiteRT's builtin kernels); default: the "
+    "run's export.tflite_filters, int8 if it has none",
+  )
   p.set_defaults(func=run_export)
 
 
-def run_export(args) -> int:
-  from qdarts.export.formats import export_run, parse_formats  # noqa: PLC0415
+def _run_tflite_filters(run: Path) -> str:
+  """``export.tflite_filters`` of the run's config.yaml; the default where it has none."""
+  import yaml  # noqa: PLC0415
 
-  results = export_run(args.run, parse_formats(args.format), args.data_dir)
+  from qdarts.config import ExportConfig  # noqa: PLC0415
+
+  try:
+    raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
+  except (OSError, yaml.YAMLError):
+    raw = {}
+  export = raw.get("export") if isinstance(raw, dict) else None
+  value = export.get("tflite_filters") if isinstance(export, dict) else None
+  return ExportConfig.tflite_filters if value is None else str(value)
+
+
+def run_export(args) -> int:
+  from qdarts.export.formats import check_tflite_filters, export_run, parse_formats  # noqa: PLC0415
+
+  filters = args.tflite_filters or _run_tflite_filters(args.run)
+  formats = parse_formats(args.format)
+  results = export_run(args.run, formats, args.data_dir, check_tflite_filters(filters))
   for fmt, r in results.items():
     if not r["verified"]:
       print(f"{fmt}: {args.run / r['path']} (not verified: {r['why']})")
       continue
     exact = "" if "bit_exact" not in r else f", bit-exact: {r['bit_exact']}"
+    if "xnnpack_prediction_agreement" in r:
+      exact += (
+        f"; {r['filters'].upper()} filters, XNNPACK (LiteRT's default) agrees with single "
+        f"rounding on {r['xnnpack_prediction_agreement']:.2%}, max logit gap "
+        f"{r['xnnpack_max_logit_diff_lsb']:.1f} LSB"
+      )
+      if "xnnpack_max_code_diff" in r:
+        exact += f", every tensor within {r['xnnpack_max_code_diff']} codes"
     print(
       f"{fmt}: {args.run / r['path']} — agrees with the integer model on "
       f"{r['prediction_agreement']:.2%} of {r['samples']} test inputs, max logit gap "

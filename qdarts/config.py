@@ -137,6 +137,10 @@ class ExportConfig:
   # model.h/.c, the C runtime and a manifest) on request; each is verified against the
   # integer model
   formats: tuple[Literal["onnx", "tflite", "c"], ...] = ("onnx", "c")
+  # TFLite filter containers: int8 for every filter, or int4 for w_bits <= 4 (half those
+  # layers' bytes, but XNNPACK, LiteRT's default runtime, takes no INT4 filter: those layers
+  # then run on the builtin kernels' fixed point and the model drifts from fake-quant)
+  tflite_filters: Literal["int8", "int4"] = "int8"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from hwcost import CostModel
 from qdarts.config import Config
 from qdarts.data import Dataset
 from qdarts.derive import grouped_costs
-from qdarts.export.formats import GRAPH_FORMATS, export_and_verify, with_logit_range
+from qdarts.export.formats import GRAPH_FORMATS, export_and_verify
 from qdarts.export.from_darts import graph_from_darts
 from qdarts.export.graph_file import save_graph
 from qdarts.export.graph_onnx import export_graph_onnx
@@ -166,6 +166,7 @@ def export_final(
   formats,
   fq_logits: np.ndarray,
   verify_batch: int = 256,
+  tflite_filters: str = "int8",
 ) -> tuple[dict, dict, str | None]:
   """The trained final network's export, as ``qdarts search`` does it for a chain SubNet.
 
@@ -183,6 +184,7 @@ def export_final(
     formats: the configured export formats.
     fq_logits: the fake-quant test logits of ``net`` (evaluation mode).
     verify_batch: test inputs each artifact is checked on.
+    tflite_filters: ``export.tflite_filters`` (:data:`~qdarts.export.formats.TFLITE_FILTERS`).
 
   Returns:
     ``(accuracies, verification, skipped)``: ``onnx_runtime``, ``prediction_agreement`` and
@@ -190,14 +192,15 @@ def export_final(
     (None when none was).
   """
   graph = graph_from_darts(net, data.input_shape, data.num_classes, metadata)
-  graph = with_logit_range(graph, np.asarray(data.to_input(data.x_train[:verify_batch])))
   save_graph(graph, run_dir / "subnet.npz")
   onnx_input = np.asarray(data.to_input(data.x_test))
   onnx_logits = run_onnx(export_graph_onnx(graph, run_dir / "model.onnx"), onnx_input)
   onnx_acc, fq_acc = accuracy(onnx_logits, data.y_test), accuracy(fq_logits, data.y_test)
   writable = [f for f in formats if f in GRAPH_FORMATS]
   skipped = [f for f in formats if f not in GRAPH_FORMATS]
-  verification = export_and_verify(graph, run_dir, writable, onnx_input[:verify_batch])
+  verification = export_and_verify(
+    graph, run_dir, writable, onnx_input[:verify_batch], tflite_filters=tflite_filters
+  )
   accuracies = {
     "onnx_runtime": onnx_acc,
     "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),

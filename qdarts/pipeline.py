@@ -289,7 +289,7 @@ def run(
     if is_darts(cfg):  # a DAG: subnet.npz holds its graph (qdarts.export.graph_ir)
       exported, verification, export_skipped = darts_stages.export_final(
         subnet, setup.data, _export_metadata(setup), run_dir, cfg.export.formats, fq_logits,
-        VERIFY_BATCH,
+        VERIFY_BATCH, cfg.export.tflite_filters,
       )  # fmt: skip
     else:
       exported, verification = _export_and_verify(setup, subnet, run_dir, fq_logits)
@@ -463,8 +463,9 @@ def _export_and_verify(
   fq_acc = accuracy(fq_logits, data.y_test)
   # every configured format, run in its runtime and checked against the integer model
   verification = export_and_verify(
-    chain, run_dir, setup.cfg.export.formats, onnx_input[:VERIFY_BATCH]
-  )
+    chain, run_dir, setup.cfg.export.formats, onnx_input[:VERIFY_BATCH],
+    tflite_filters=setup.cfg.export.tflite_filters,
+  )  # fmt: skip
   accuracies = {
     "onnx_runtime": onnx_acc,
     "prediction_agreement": float((onnx_logits.argmax(-1) == fq_logits.argmax(-1)).mean()),

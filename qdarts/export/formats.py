@@ -27,10 +27,10 @@ from qdarts.export.from_chain import graph_from_chain
 from qdarts.export.graph_c import build_graph_c_runner, export_graph_c, render_graph_c
 from qdarts.export.graph_integer import (
   IntegerGraph,
+  as_litert,
   as_ort,
   integer_graph_forward,
   integer_graph_trace,
-  observed_logit_range,
   quantize_graph_input,
   to_integer_graph,
 )
@@ -56,22 +56,56 @@ def _verify_onnx(path: Path, ichain: IntegerChain, x: np.ndarray, chain) -> dict
   return _verify_graph_onnx(path, to_integer_graph(graph_from_chain(chain)), x)
 
 
+def _logit_grid(logits: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+  """Float logits as the TFLite model's int8 logit codes (float64)."""
+  return np.clip(np.round(np.asarray(logits, np.float64) / scale) + zero_point, -128, 127)
+
+
+def _xnnpack_record(path: Path, x: np.ndarray, single: np.ndarray, scale, zero_point) -> dict:
+  """LiteRT's default runtime (XNNPACK where it applies) against the integer model in single
+  rounding (``single``: its float logits, what ONNX Runtime and the fake-quant network compute),
+  both on the model's int8 logit grid. XNNPACK requantizes in float32, once; an op it does not
+  take (an INT4 filter, MINIMUM) runs on the builtin kernels, so this is a measurement, not an
+  identity: an argmax tie on the int8 grid or a near-tie rounding can still differ."""
+  from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (optional)
+
+  codes = _logit_grid(run_tflite(path, x, kernels="xnnpack"), scale, zero_point)
+  reference = _logit_grid(single, scale, zero_point)
+  return {
+    "xnnpack_prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
+    "xnnpack_max_logit_diff_lsb": float(np.abs(codes - reference).max()),
+    "xnnpack_reference": "integer model, single rounding (as ONNX Runtime and fake-quant)",
+  }
+
+
+def _filters(path: Path) -> str:
+  """``"int8"`` or ``"int4"``: whether the model stores any INT4 filter (its metadata)."""
+  from qdarts.export.tflite import read_metadata  # noqa: PLC0415 (optional)
+
+  layers = read_metadata(path).get("qdarts.layers", [])
+  return "int4" if any(layer.get("weights") == "INT4" for layer in layers) else "int8"
+
+
 def _verify_tflite(path: Path, ichain: IntegerChain, x: np.ndarray, chain) -> dict:
   """LiteRT's builtin kernels against the integer model with their rounding (gemmlowp's double
   rounding). The TFLite model's logits are int8 codes, so the reference logits are put on the
-  same grid first: gaps are in those codes, and predictions compare the two code vectors."""
+  same grid first: gaps are in those codes, and predictions compare the two code vectors. Then
+  LiteRT's default runtime, XNNPACK (:func:`_xnnpack_record`)."""
   from qdarts.export.tflite import logit_quantization, run_tflite  # noqa: PLC0415 (optional)
 
   double = dataclasses.replace(ichain, rounding="double")
   scale, zero_point = logit_quantization(chain.layers[-1])
-  codes = np.round(run_tflite(path, x, kernels="builtin") / scale) + zero_point
-  reference = np.clip(np.round(integer_forward(double, x) / scale) + zero_point, -128, 127)
+  codes = _logit_grid(run_tflite(path, x, kernels="builtin"), scale, zero_point)
+  reference = _logit_grid(integer_forward(double, x), scale, zero_point)
+  single = integer_forward(dataclasses.replace(ichain, rounding="single"), x)
   return {
     "verified": True,
     "samples": int(len(x)),
     "prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
     "max_logit_diff_lsb": float(np.abs(codes - reference).max()),
     "kernels": "builtin (double rounding)",
+    "filters": _filters(path),
+    **_xnnpack_record(path, x, single, scale, zero_point),
   }
 
 
@@ -100,9 +134,9 @@ def _compare(logits: np.ndarray, reference: np.ndarray, ichain: IntegerChain) ->
   }
 
 
-_WRITERS: dict[str, Callable[[QuantizedChain, Path], object]] = {
-  "onnx": export_onnx,
-  "c": lambda chain, path: export_c(chain, path),
+_WRITERS: dict[str, Callable[[QuantizedChain, Path, str], object]] = {  # (chain, path, filters)
+  "onnx": lambda chain, path, filters: export_onnx(chain, path),
+  "c": lambda chain, path, filters: export_c(chain, path),
 }
 _VERIFIERS = {"onnx": _verify_onnx, "tflite": _verify_tflite, "c": _verify_c}
 
@@ -117,16 +151,29 @@ def _tflite_module():
   return tflite
 
 
-def _write_tflite(chain: QuantizedChain, path: Path):
-  return _tflite_module().export_tflite(chain, path)
+def _write_tflite(chain: QuantizedChain, path: Path, filters: str):
+  return _tflite_module().export_tflite(chain, path, int8_filters=filters == "int8")
 
 
 _WRITERS["tflite"] = _write_tflite
-_BUILDERS: dict[str, Callable[[QuantizedChain], object]] = {
-  "onnx": build_onnx,
-  "tflite": lambda chain: _tflite_module().build_model(chain),
-  "c": lambda chain: render_c(to_integer_chain(chain)),
+_BUILDERS: dict[str, Callable[[QuantizedChain, str], object]] = {  # (chain, filters)
+  "onnx": lambda chain, filters: build_onnx(chain),
+  "tflite": lambda chain, filters: _tflite_module().build_model(
+    chain, int8_filters=filters == "int8"
+  ),
+  "c": lambda chain, filters: render_c(to_integer_chain(chain)),
 }
+TFLITE_FILTERS = ("int8", "int4")
+"""``export.tflite_filters`` / ``qdarts export --tflite-filters``: INT8 filters everywhere (the
+default: XNNPACK, LiteRT's default runtime, delegates no INT4 filter), or INT4 for
+``w_bits <= 4`` (half those layers' bytes; they run on the builtin kernels)."""
+
+
+def check_tflite_filters(filters: str) -> str:
+  """``filters`` if it is one of :data:`TFLITE_FILTERS`, else a one-line ConfigError."""
+  if filters not in TFLITE_FILTERS:
+    raise ConfigError(f"--tflite-filters: {filters!r} is not one of {', '.join(TFLITE_FILTERS)}")
+  return filters
 
 
 GRAPH_FORMATS = ("onnx", "c", "tflite")
@@ -143,14 +190,15 @@ def _graph_tflite_module():
   return graph_tflite
 
 
-def _graph_builder(fmt: str) -> Callable[[QuantizedGraph], object]:
+def _graph_builder(fmt: str, filters: str = "int8") -> Callable[[QuantizedGraph], object]:
   """The in-memory writer of ``fmt`` for DAGs; each raises ValueError naming the node it
   cannot express."""
   if fmt == "onnx":
     return build_graph_model
   if fmt == "c":
     return lambda graph: render_graph_c(to_integer_graph(graph))
-  return lambda graph: _graph_tflite_module().build_graph_tflite(graph)
+  int8 = filters == "int8"
+  return lambda graph: _graph_tflite_module().build_graph_tflite(graph, int8_filters=int8)
 
 
 def _graph_record(logits: np.ndarray, reference: np.ndarray, igraph: IntegerGraph) -> dict:
@@ -197,61 +245,43 @@ def _verify_graph_c(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
 
 
 def _verify_graph_tflite(path: Path, igraph: IntegerGraph, x: np.ndarray) -> dict:
-  """LiteRT's builtin kernels against the integer model in their rounding (``"litert"``), on
-  the int8 grid of the model's logits (as :func:`_verify_tflite` for chains)."""
-  from qdarts.export.tflite import read_metadata, run_tflite  # noqa: PLC0415 (optional)
+  """LiteRT's builtin kernels against the integer model in their rounding (``"litert"``, with
+  the model's filter containers), then LiteRT's default runtime, XNNPACK, against the integer
+  model in float32 single rounding (the ``"ort"`` form,
+  :func:`~qdarts.export.graph_integer.as_ort`; ONNX Runtime's and the fake-quant network's
+  predictions): the logits (float32, in accumulator LSBs) and every node's tensor
+  (``xnnpack_max_code_diff``; measured 0 on the digits and Fashion-MNIST DARTS runs, every test
+  input)."""
+  from qdarts.export.tflite import run_tflite  # noqa: PLC0415 (optional)
 
-  logits = read_metadata(path)["qdarts.logits"]
-  scale, zero_point = logits["scale"], logits["zero_point"]
-  codes = np.round(run_tflite(path, x, kernels="builtin") / scale) + zero_point
-  reference = _graph_tflite_module().litert_logit_codes(igraph, x, scale, zero_point)
+  filters = _filters(path)
+  litert = as_litert(igraph, int8_filters=filters == "int8")
+  record = _graph_record(run_tflite(path, x, kernels="builtin"),
+                         integer_graph_forward(litert, x), igraph)  # fmt: skip
+  ort_graph = as_ort(igraph)
+  single = _graph_record(run_tflite(path, x, kernels="xnnpack"),
+                         integer_graph_forward(ort_graph, x), igraph)  # fmt: skip
+  reference = integer_graph_trace(ort_graph, x)
+  xnnpack = _graph_tflite_module().node_codes(path, igraph, x, "xnnpack")
+  worst = max(int(np.abs(c - reference[k]).max(initial=0)) for k, c in xnnpack.items())
   return {
-    "verified": True,
-    "samples": int(len(x)),
-    "prediction_agreement": float((codes.argmax(-1) == reference.argmax(-1)).mean()),
-    "max_logit_diff_lsb": float(np.abs(codes - reference).max()),
+    **record,
     "kernels": "builtin (litert rounding)",
-    "logit_range": "recorded from training inputs, x2"
-    if LOGIT_RANGE_KEY in igraph.metadata
-    else "worst case",
+    "filters": filters,
+    "xnnpack_prediction_agreement": single["prediction_agreement"],
+    "xnnpack_max_logit_diff_lsb": single["max_logit_diff_lsb"],
+    "xnnpack_max_code_diff": worst,
+    "xnnpack_reference": "integer model, float32 single rounding (as ONNX Runtime)",
   }
 
 
-LOGIT_RANGE_KEY = "tflite_logit_range"  # graph metadata: "lo,hi", set from training inputs
+def _write_graph_tflite(graph: QuantizedGraph, path: Path, filters: str):
+  return _graph_tflite_module().export_graph_tflite(graph, path, int8_filters=filters == "int8")
 
 
-def with_logit_range(graph: QuantizedGraph, x_calibrate: np.ndarray, margin: float = 2.0):
-  """``graph`` with the TFLite logits' range recorded in its metadata: ``margin`` × the
-  extremes of the integer model's logits on ``x_calibrate`` (training inputs, never the test
-  split the verification and `qdarts eval` score on). The worst-case range leaves a DARTS
-  head's real logits a few int8 codes apart (see ``graph_tflite.graph_logit_quantization``)."""
-  logits = integer_graph_forward(to_integer_graph(graph), x_calibrate)
-  lo, hi = observed_logit_range(logits, margin)
-  return dataclasses.replace(graph, metadata={**graph.metadata, LOGIT_RANGE_KEY: f"{lo!r},{hi!r}"})
-
-
-def _logit_range(graph: QuantizedGraph) -> tuple[float, float] | None:
-  text = graph.metadata.get(LOGIT_RANGE_KEY)
-  if text is None:
-    return None
-  try:
-    lo, hi = (float(v) for v in text.split(","))
-  except ValueError:
-    raise ConfigError(
-      f"subnet metadata {LOGIT_RANGE_KEY}: expected two numbers 'lo,hi', got {text!r}"
-    ) from None
-  return lo, hi
-
-
-def _write_graph_tflite(graph: QuantizedGraph, path: Path, x_verify: np.ndarray):
-  """The logits' int8 range recorded by :func:`with_logit_range` (the worst case without)."""
-  del x_verify  # calibrating on the verification (test) inputs would tune to the test split
-  return _graph_tflite_module().export_graph_tflite(graph, path, _logit_range(graph))
-
-
-_GRAPH_WRITERS = {  # (graph, path, verification inputs)
-  "onnx": lambda graph, path, x: export_graph_onnx(graph, path),
-  "c": lambda graph, path, x: export_graph_c(graph, path),
+_GRAPH_WRITERS = {  # (graph, path, tflite filters)
+  "onnx": lambda graph, path, filters: export_graph_onnx(graph, path),
+  "c": lambda graph, path, filters: export_graph_c(graph, path),
   "tflite": _write_graph_tflite,
 }
 _GRAPH_VERIFIERS = {
@@ -261,7 +291,9 @@ _GRAPH_VERIFIERS = {
 }
 
 
-def check_formats(subnet: QuantizedChain | QuantizedGraph, formats) -> None:
+def check_formats(
+  subnet: QuantizedChain | QuantizedGraph, formats, tflite_filters: str = "int8"
+) -> None:
   """Builds every format in memory, writing nothing: a format that cannot express the SubNet
   (an op it has no kernel for, a layer kind it does not know) fails here, before any file of
   any format is written.
@@ -269,12 +301,13 @@ def check_formats(subnet: QuantizedChain | QuantizedGraph, formats) -> None:
   Raises:
     ConfigError: ``--format FMT: <the writer's message, naming the layer>``.
   """
+  check_tflite_filters(tflite_filters)
   for fmt in formats:
     try:
       if isinstance(subnet, QuantizedGraph):
-        _graph_builder(fmt)(subnet)
+        _graph_builder(fmt, tflite_filters)(subnet)
       else:
-        _BUILDERS[fmt](subnet)
+        _BUILDERS[fmt](subnet, tflite_filters)
     except ValueError as e:  # the SubNet breaks a rule of this format (the message names it)
       raise ConfigError(f"--format {fmt}: {' '.join(str(e).split())}") from None
 
@@ -291,11 +324,11 @@ def parse_formats(spec: str) -> tuple[str, ...]:
 
 
 def _export_and_verify_graph(
-  graph: QuantizedGraph, out_dir: Path, formats, x_verify: np.ndarray
+  graph: QuantizedGraph, out_dir: Path, formats, x_verify: np.ndarray, filters: str
 ) -> dict[str, dict]:
   """Each of :data:`GRAPH_FORMATS` (:func:`check_formats` refuses the others) against
   :func:`~qdarts.export.graph_integer.integer_graph_forward`."""
-  check_formats(graph, formats)
+  check_formats(graph, formats, filters)
   try:
     igraph = to_integer_graph(graph)
   except ValueError as e:
@@ -303,16 +336,22 @@ def _export_and_verify_graph(
   results = {}
   for fmt in formats:
     path = Path(out_dir) / ARTIFACT[fmt]
-    _GRAPH_WRITERS[fmt](graph, path, x_verify)
+    _GRAPH_WRITERS[fmt](graph, path, filters)
     results[fmt] = {"path": ARTIFACT[fmt], **_GRAPH_VERIFIERS[fmt](path, igraph, x_verify)}
   return results
 
 
 def export_and_verify(
-  chain: QuantizedChain | QuantizedGraph, out_dir: Path, formats, x_verify: np.ndarray
+  chain: QuantizedChain | QuantizedGraph,
+  out_dir: Path,
+  formats,
+  x_verify: np.ndarray,
+  *,
+  tflite_filters: str = "int8",
 ) -> dict[str, dict]:
   """Writes each format into ``out_dir`` and checks it on ``x_verify`` (``(N, H, W, C)`` float
-  network inputs) against the integer reference.
+  network inputs) against the integer reference; ``tflite_filters`` is one of
+  :data:`TFLITE_FILTERS`.
 
   Returns:
     ``{format: {"path", "verified", "samples", "prediction_agreement", "max_logit_diff_lsb",
@@ -323,8 +362,8 @@ def export_and_verify(
       nothing is written (:func:`check_formats` runs first).
   """
   if isinstance(chain, QuantizedGraph):
-    return _export_and_verify_graph(chain, out_dir, formats, x_verify)
-  check_formats(chain, formats)
+    return _export_and_verify_graph(chain, out_dir, formats, x_verify, tflite_filters)
+  check_formats(chain, formats, tflite_filters)
   try:
     ichain = to_integer_chain(chain)
   except ValueError as e:  # e.g. an int32 accumulator that could overflow (named)
@@ -332,7 +371,7 @@ def export_and_verify(
   results = {}
   for fmt in formats:
     path = Path(out_dir) / ARTIFACT[fmt]
-    _WRITERS[fmt](chain, path)
+    _WRITERS[fmt](chain, path, tflite_filters)
     results[fmt] = {"path": ARTIFACT[fmt], **_VERIFIERS[fmt](path, ichain, x_verify, chain)}
   return results
 
@@ -351,7 +390,9 @@ def verification_inputs(
   return np.asarray(data.to_input(data.x_test[:n]), np.float32)
 
 
-def export_run(run_dir: str | Path, formats, data_dir: str | None = None) -> dict[str, dict]:
+def export_run(
+  run_dir: str | Path, formats, data_dir: str | None = None, tflite_filters: str = "int8"
+) -> dict[str, dict]:
   """``qdarts export``: every format of ``run_dir/subnet.npz``, verified, and recorded in the
   run's ``result.json`` (artifacts with size and SHA-256, and ``export_verification``).
 
@@ -369,8 +410,9 @@ def export_run(run_dir: str | Path, formats, data_dir: str | None = None) -> dic
       f"{run_dir}: no exportable SubNet (subnet.npz is missing: not a finished qdarts run)"
     )
   chain = load_subnet(run_dir / "subnet.npz")
-  check_formats(chain, formats)  # before loading the data: a refused format fails fast
-  results = export_and_verify(chain, run_dir, formats, verification_inputs(chain, data_dir))
+  check_formats(chain, formats, tflite_filters)  # before loading the data: fail fast
+  x_verify = verification_inputs(chain, data_dir)
+  results = export_and_verify(chain, run_dir, formats, x_verify, tflite_filters=tflite_filters)
   result_path = run_dir / "result.json"
   if result_path.exists():
     import json  # noqa: PLC0415

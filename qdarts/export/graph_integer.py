@@ -256,9 +256,12 @@ def _scaled(n: IntNode, int8_filters: bool) -> IntNode:
 def _as_depthwise(n: IntNode) -> IntNode:
   """The global average pool (requantization) as LiteRT's DEPTHWISE_CONV_2D over the whole
   H×W (1×1): weights ``2^k`` with step ``f32(1/(H·W)) ÷ 2^k`` (``2^-k``), bias 0;
-  k = ``GAP_WEIGHT_BITS``, or 0 where M ≥ 1/2 (LiteRT then rounds once)."""
-  if n.requant.shift[0] >= 0 and isinstance(n.node, GRequant):
-    return n  # QUANTIZE rounds once
+  k = ``GAP_WEIGHT_BITS``, or 0 where M ≥ 1/2 (LiteRT then rounds once).
+
+  A requantization with M ≥ 1/2 is a depthwise conv too (weights 1), not QUANTIZE: the builtin
+  kernels round it once either way, but XNNPACK's int8 QUANTIZE (``qs8_vcvt``) multiplies by M
+  rounded to 8 fractional bits, off by up to half a code on large codes (digits DARTS network:
+  2.3% of a stem requantization's codes), where its convolution requantizes in float32."""
   c = n.in_shape[-1]
   h, w = n.in_shape[:2] if isinstance(n.node, GGlobalAvgPool) else (1, 1)
   k = 0 if n.requant.shift[0] >= 0 else GAP_WEIGHT_BITS
@@ -269,7 +272,7 @@ def _as_depthwise(n: IntNode) -> IntNode:
   return dataclasses.replace(n, weight=weight, bias=np.zeros(c, np.int32), requant=requant)
 
 
-def as_litert(igraph: IntegerGraph, *, int8_filters: bool = False) -> IntegerGraph:
+def as_litert(igraph: IntegerGraph, *, int8_filters: bool = True) -> IntegerGraph:
   """The ``"litert"`` form of an integer graph: what the TFLite export stores and LiteRT's
   builtin kernels compute, the same real weights and biases as the trained network.
 
@@ -281,11 +284,12 @@ def as_litert(igraph: IntegerGraph, *, int8_filters: bool = False) -> IntegerGra
   container, ±7 for INT4, ±127 for INT8, and keeps the int32 accumulator bound) with the
   weight step ÷ ``2^k``: the first rounding is ``2^k`` finer. The global average pool (LiteRT's
   MEAN rounds the same way on a sum of a few codes) becomes a depthwise conv over the whole
-  H×W with weights ``2^GAP_WEIGHT_BITS`` (INT8), and so does a requantization (QUANTIZE,
-  the same double rounding on single codes) as a 1×1 one. The final linear is unchanged.
+  H×W with weights ``2^GAP_WEIGHT_BITS`` (INT8), and so does every requantization (QUANTIZE,
+  the same double rounding on single codes; XNNPACK's rounds M itself) as a 1×1 one. The
+  final linear is unchanged.
 
-  ``int8_filters``: INT8 containers for every conv (more headroom for k), else INT4 for
-  ``w_bits <= 4`` (see :func:`int4_filter`).
+  ``int8_filters``: INT8 containers for every conv (more headroom for k; the TFLite export's
+  default), else INT4 for ``w_bits <= 4`` (see :func:`int4_filter`).
   """
   if igraph.rounding == "litert":
     return igraph
@@ -528,8 +532,3 @@ def rounding_differences(graph: QuantizedGraph | IntegerGraph, x: np.ndarray,
     differ[kind] = differ.get(kind, 0) + int(np.sum(y != codes[n.node.name]))
     total[kind] = total.get(kind, 0) + y.size
   return {kind: differ[kind] / total[kind] for kind in total}
-
-
-def observed_logit_range(logits: np.ndarray, margin: float = 2.0) -> tuple[float, float]:
-  """``margin`` × the extremes of observed logits ``(N, num_classes)``: a TFLite logit range."""
-  return margin * float(np.min(logits)), margin * float(np.max(logits))

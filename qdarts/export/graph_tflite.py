@@ -1,22 +1,23 @@
 """TFLite (LiteRT) export of a :class:`~qdarts.export.graph_ir.QuantizedGraph` (DARTS networks).
 
 The conventions of :mod:`qdarts.export.tflite`: float32 NHWC ``"input"`` → QUANTIZE, every tensor
-int8, FULLY_CONNECTED → DEQUANTIZE → float32 ``"logits"`` (dynamic batch), per-channel INT8 or
-INT4 filters, int32 biases with scale ``s_in·s_w[c]``, the logits' int8 scale from
-:func:`~qdarts.export.tflite.logit_quantization`. A tensor on an unsigned grid holds ``u − 128``
+int8 up to the classifier, float32 ``"logits"`` (dynamic batch), per-channel INT8 (or INT4)
+filters, int32 biases with scale ``s_in·s_w[c]``. A tensor on an unsigned grid holds ``u − 128``
 (zero point −128; a MINIMUM clamps it below 8 bits), one on a signed grid its code (zero point 0).
 Per node::
 
   GConv:          [STRIDED_SLICE (crop)] → [PAD] → CONV_2D | DEPTHWISE_CONV_2D (dilation)
                   → the output grid [→ MINIMUM]
-  GRequant:       QUANTIZE int8 → int8 (requantization; u ≥ 0 is int8 saturation at −128),
-                  or DEPTHWISE_CONV_2D 1×1 (INT8 weights 2^6) where M < 1/2
+  GRequant:       DEPTHWISE_CONV_2D 1×1 (INT8 weights 2^6 where M < 1/2, else 1; u ≥ 0 is
+                  int8 saturation at −128), not QUANTIZE int8 → int8 (XNNPACK's rounds M
+                  to 8 fractional bits)
   GAdd:           ADD (int8, each input its own scale)
   GConcat:        CONCATENATION (axis 3; all inputs on the output's quantization)
   GMaxPool:       MAX_POOL_2D 3×3 stride 1 SAME [→ STRIDED_SLICE stride 2]
   GAvgPool:       AVERAGE_POOL_2D 3×3 stride 1 SAME [→ STRIDED_SLICE stride 2]
   GGlobalAvgPool: DEPTHWISE_CONV_2D over the whole H×W (INT8 weights 2^6) → RESHAPE (N, C)
-  GLinear:        FULLY_CONNECTED → DEQUANTIZE
+  GLinear:        BATCH_MATMUL int8 × int8 → int32 → CAST float32 → ADD (bias and zero point)
+                  → MUL ``s_in·s_w[c]``: the integer model's logits ``acc·s_in·s_w``
 
 A 3×3 pool with padding 1 and stride 2 takes the windows centred on even pixels; TFLite's SAME
 padding at stride 2 pads (0, 1) and would centre them on odd ones. The stride-1 SAME pool (pads
@@ -31,6 +32,15 @@ weights, so that the first rounding is 2^k finer; and the global average pool as
 conv with weights 2^6 rather than MEAN (whose sum of a few codes is double-rounded at half a
 code). :func:`~qdarts.export.graph_integer.to_integer_graph` ``(rounding="litert")`` computes
 exactly LiteRT's int8 tensors (measured on LiteRT 2.3.0).
+
+The logits are not requantized to int8 (FULLY_CONNECTED's int8 output; LiteRT 2.3 writes zeros
+for an int16 one): with the few int8 codes a DARTS head's logits span, two classes often share
+the top code and the argmax picks the lower index (measured: 65 of 2,000 Fashion-MNIST test
+inputs tied, 28 predictions away from the fake-quant network's, with XNNPACK computing every
+int8 tensor exactly). BATCH_MATMUL multiplies the raw int8 codes (it ignores zero points,
+measured), so the ADD constant is ``b[c] + 128·Σ_i W[i, c]`` for an unsigned input grid; every
+int32 value below 2^24 is exact in float32, and one float32 MUL rounds the logit as
+:func:`~qdarts.export.graph_integer.integer_graph_forward` does.
 """
 
 import os
@@ -44,8 +54,6 @@ from qdarts.export.graph_integer import (
   IntNode,
   as_litert,
   int4_filter,
-  integer_graph_trace,
-  ruy_multiply,
   to_integer_graph,
 )
 from qdarts.export.graph_ir import (
@@ -61,8 +69,6 @@ from qdarts.export.graph_ir import (
   Grid,
   QuantizedGraph,
 )
-from qdarts.export.integer_model import quantize_multiplier
-from qdarts.export.ir import QLinear
 from qdarts.export.tflite import (
   _OP,
   _OPTIONS,
@@ -76,7 +82,7 @@ from qdarts.export.tflite import (
   _filter,
   _Graph,
   _serialize_model,
-  logit_quantization,
+  run_tflite_tensors,
 )
 from qdarts.run_dir import atomic_write_bytes
 
@@ -237,81 +243,72 @@ def _node(g: _Graph, t: _Tensors, n: IntNode, int8_filters: bool) -> None:
   t.put(node.name, y, out_shape, out_quant)
 
 
-def _as_chain_linear(n: IntNode) -> QLinear:
-  """The classifier as :mod:`qdarts.export.ir` describes it (for the logits' quantization)."""
-  node: GLinear = n.node
-  grid = n.in_grid
-  return QLinear(node.name, node.weight, node.bias, node.w_step, node.w_bits, grid.step, grid.bits)
+def _const(g: _Graph, name: str, values: np.ndarray) -> int:
+  values = np.ascontiguousarray(values, np.float32)
+  return g.tensor(name, list(values.shape), _TYPE.FLOAT32, None, values.tobytes())
 
 
-def _linear(g: _Graph, t: _Tensors, n: IntNode, scale: float, zero_point: int) -> int:
-  node: GLinear = n.node
-  weights = _filter(g, node.name, n.weight, node.w_step, node.w_bits, 0)
+def _unit_quant() -> "fb.QuantizationParametersT":
   q = fb.QuantizationParametersT()
-  q.scale, q.zeroPoint = [float(np.float32(scale))], [zero_point]
-  out_shape = [-1, n.weight.shape[0]]
-  y = g.tensor(f"{node.name}.out", out_shape, _TYPE.INT8, q)
-  x = t.index[node.inputs[0]]
-  g.op(_OP.FULLY_CONNECTED, [x, weights, _bias(g, n)], [y], _OPTIONS.FullyConnectedOptions,
-       fb.FullyConnectedOptionsT())  # fmt: skip
+  q.scale, q.zeroPoint = [1.0], [0]
+  return q
+
+
+def _linear(g: _Graph, t: _Tensors, n: IntNode) -> int:
+  """The float32 logits ``(acc_raw + b + z_corr)·s_in·s_w[c]`` (see the module docstring)."""
+  node: GLinear = n.node
+  src = node.inputs[0]
+  codes = n.weight.astype(np.int64)  # (cout, cin)
+  offset = 0 if n.in_grid.signed else -ACT_ZERO_POINT  # u = q + offset
+  constant = n.bias.astype(np.int64) + offset * codes.sum(1)
+  in_max = max(abs(v) for v in (*n.in_grid.qrange(), ACT_ZERO_POINT))
+  if (np.abs(codes).sum(1) * in_max + np.abs(constant)).max() >= 1 << 24:
+    raise ValueError(f"node {node.name!r}: logit accumulators beyond float32's exact integers")
+  weights = g.tensor(f"{node.name}.w", [codes.shape[1], codes.shape[0]], _TYPE.INT8,
+                     _unit_quant(), codes.T.astype(np.int8).tobytes())  # fmt: skip
+  out_shape = [-1, codes.shape[0]]
+  acc = g.tensor(f"{node.name}.acc", out_shape, _TYPE.INT32, _unit_quant())
+  g.op(_OP.BATCH_MATMUL, [t.index[src], weights], [acc], _OPTIONS.BatchMatMulOptions,
+       fb.BatchMatMulOptionsT())  # fmt: skip
+  real = g.tensor(f"{node.name}.acc_f32", out_shape, _TYPE.FLOAT32)
+  g.op(_OP.CAST, [acc], [real])
+  biased = g.tensor(f"{node.name}.biased", out_shape, _TYPE.FLOAT32)
+  g.op(_OP.ADD, [real, _const(g, f"{node.name}.b", constant)], [biased], _OPTIONS.AddOptions,
+       fb.AddOptionsT())  # fmt: skip
   logits = g.tensor(OUTPUT_NAME, out_shape, _TYPE.FLOAT32)
-  g.op(_OP.DEQUANTIZE, [y], [logits])
+  scale = np.float32(n.in_grid.step) * np.asarray(node.w_step, np.float32)
+  g.op(_OP.MUL, [biased, _const(g, f"{node.name}.scale", scale)], [logits], _OPTIONS.MulOptions,
+       fb.MulOptionsT())  # fmt: skip
   return logits
 
 
-def graph_logit_quantization(
-  graph: QuantizedGraph | IntegerGraph, logit_range: tuple[float, float] | None = None
-) -> tuple[float, int]:
-  """The int8 ``(scale, zero_point)`` of the exported logits.
-
-  Without ``logit_range``: every logit the classifier can reach
-  (:func:`~qdarts.export.tflite.logit_quantization`, nothing saturates). That bound assumes
-  every input at its largest code and is loose for a DARTS head: measured on a Fashion-MNIST
-  final network, real logits then span a few dozen codes, argmax ties on the int8 codes, and
-  LiteRT's accuracy falls 6 points below the integer model's. With ``logit_range = (lo, hi)``
-  (e.g. observed logits widened by a margin,
-  :func:`~qdarts.export.graph_integer.observed_logit_range`) that interval, widened to contain
-  0, is spread over 254 steps; logits outside it saturate.
-  """
-  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
-  if logit_range is None:
-    return logit_quantization(_as_chain_linear(igraph.nodes[-1]))
-  lo, hi = min(float(logit_range[0]), 0.0), max(float(logit_range[1]), 0.0)
-  scale = float(np.float32(max(hi - lo, float(np.finfo(np.float32).tiny)) / 254))
-  return scale, int(np.clip(np.round(-128 - lo / scale), -128, 127))
+def node_codes(
+  path: str | os.PathLike, igraph: IntegerGraph, x: np.ndarray, kernels: str = "xnnpack"
+) -> dict[str, np.ndarray]:
+  """Every node's output codes (all but the linear's) in one LiteRT run of an exported model,
+  on the integer model's grids (``u``, not ``u − 128``), by node name: the last tensor the
+  export writes for the node (after its MINIMUM clamp, RESHAPE or STRIDED_SLICE)."""
+  tensors = run_tflite_tensors(path, x, kernels=kernels)
+  codes = {}
+  for n in igraph.nodes[:-1]:
+    name = n.node.name
+    key = next(k for k in (f"{name}.clamp", f"{name}.out", f"{name}.conv", name) if k in tensors)
+    values = tensors[key].astype(np.int32)
+    codes[name] = values if n.out_grid.signed else values - ACT_ZERO_POINT
+  return codes
 
 
-def litert_logit_codes(
-  graph: QuantizedGraph | IntegerGraph, x: np.ndarray, scale: float, zero_point: int
-) -> np.ndarray:
-  """The int8 logit codes LiteRT's builtin kernels write: the integer model's accumulators
-  (``"litert"`` rounding) requantized per class to ``(scale, zero_point)`` by
-  FULLY_CONNECTED's fixed point (ties toward +∞), as float64 ``(N, num_classes)``."""
-  igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph)
-  igraph = as_litert(igraph)
-  acc = integer_graph_trace(igraph, x)[igraph.nodes[-1].node.name]
-  real = igraph.logit_scale.astype(np.float64) / float(np.float32(scale))
-  pairs = [quantize_multiplier(float(r)) for r in real]
-  multiplier, shift = (np.array(v, np.int64) for v in zip(*pairs, strict=True))
-  codes = ruy_multiply(acc, multiplier, shift) + zero_point
-  return np.clip(codes, -128, 127).astype(np.float64)
+def build_graph_tflite(graph: QuantizedGraph | IntegerGraph, *, int8_filters: bool = True) -> bytes:
+  """The int8/int4 TFLite flatbuffer of a graph (see the module docstring), float32 logits.
 
-
-def build_graph_tflite(
-  graph: QuantizedGraph | IntegerGraph,
-  logit_range: tuple[float, float] | None = None,
-  *,
-  int8_filters: bool = False,
-) -> bytes:
-  """The int8/int4 TFLite flatbuffer of a graph (see the module docstring); the logits' int8
-  quantization is :func:`graph_logit_quantization` of ``logit_range``.
-
-  Filters are INT4 for ``w_bits <= 4`` (the default) or, with ``int8_filters``, INT8 for every
-  conv: twice the bytes for those layers, but 2-bit codes then scale by 64 instead of 4 and
-  LiteRT's double rounding moves fewer codes (digits DARTS network: LiteRT's predictions agree
-  with single rounding on 95.8% → 98.3% of test inputs with builtin kernels, 94.4% → 96.1% with
-  XNNPACK; accuracy 91.1% → 90.5% and 90.8% → 91.9%, fake-quant 91.4%: within noise of 359
-  samples, so INT4 stays the default).
+  Filters are INT8 (``int8_filters``, the default) or INT4 for ``w_bits <= 4``. XNNPACK,
+  LiteRT's default runtime, delegates no INT4 filter: those convs run on the builtin kernels'
+  double rounding, the rest in XNNPACK's float32 single rounding, and the mix drifts from the
+  trained network. Measured with XNNPACK on the test splits (fake-quant: digits 91.36%,
+  Fashion-MNIST 76.20%): with INT8 filters every int8 tensor equals the single-rounding integer
+  model's (its ``"ort"`` form) on every test input, and so do the predictions; with INT4
+  filters 96.1% and 88.5% of the predictions agree with fake-quant (90.53%, 76.00%). INT8
+  costs twice the bytes of the ≤4-bit layers.
 
   Raises:
     ValueError: the graph is invalid or has no TFLite form (naming the node).
@@ -327,28 +324,23 @@ def build_graph_tflite(
   t.put(INPUT, _clamp_codes(g, q, INPUT, shape, quant), shape, quant)
   for n in igraph.nodes[:-1]:
     _node(g, t, n, int8_filters)
-  scale, zero_point = graph_logit_quantization(igraph, logit_range)
-  logits = _linear(g, t, igraph.nodes[-1], scale, zero_point)
+  logits = _linear(g, t, igraph.nodes[-1])
   layers = [
     {"name": n.node.name, "w_bits": int(n.node.w_bits), "a_bits": int(n.in_grid.bits),
-     "weights": "INT4" if int4_filter(n, int8_filters) else "INT8",
+     "weights": "INT4" if isinstance(n.node, GConv) and int4_filter(n, int8_filters) else "INT8",
      "acc_bits": [] if n.acc_bits is None else [int(k) for k in n.acc_bits]}
     for n in igraph.nodes if isinstance(n.node, GConv | GLinear)
   ]  # fmt: skip
   metadata = {**igraph.metadata, "qdarts.layers": layers, "qdarts.graph": "dag",
-              "qdarts.logits": {"scale": scale, "zero_point": zero_point}}  # fmt: skip
+              "qdarts.logits": {"dtype": "float32", "from": "int32 accumulators"}}  # fmt: skip
   return _serialize_model(g, metadata, x_in, logits, "qdarts quantized DAG")
 
 
 def export_graph_tflite(
-  graph: QuantizedGraph,
-  path: str | os.PathLike,
-  logit_range: tuple[float, float] | None = None,
-  *,
-  int8_filters: bool = False,
+  graph: QuantizedGraph, path: str | os.PathLike, *, int8_filters: bool = True
 ) -> pathlib.Path:
   """Writes the TFLite model of ``graph`` to ``path`` atomically (built in memory first)."""
   path = pathlib.Path(path)
-  data = build_graph_tflite(graph, logit_range, int8_filters=int8_filters)
+  data = build_graph_tflite(graph, int8_filters=int8_filters)
   path.parent.mkdir(parents=True, exist_ok=True)
   return atomic_write_bytes(path, data)

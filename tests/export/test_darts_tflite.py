@@ -1,5 +1,6 @@
-"""TFLite export of a DARTS final network's graph: LiteRT within one int8 logit code of the
-integer model, the ops a DARTS cell needs, and a one-line refusal of what TFLite cannot hold."""
+"""TFLite export of a DARTS final network's graph: LiteRT's builtin kernels and XNNPACK each
+exactly one form of the integer model, the ops a DARTS cell needs, and a one-line refusal of
+what TFLite cannot hold."""
 
 import dataclasses
 
@@ -11,71 +12,81 @@ pytest.importorskip("ai_edge_litert")
 from ai_edge_litert import schema_py_generated as fb  # noqa: E402
 
 from qdarts.errors import ConfigError  # noqa: E402
-from qdarts.export.formats import (  # noqa: E402
-  LOGIT_RANGE_KEY,
-  check_formats,
-  export_and_verify,
-  with_logit_range,
-)
+from qdarts.export.formats import check_formats, export_and_verify  # noqa: E402
 from qdarts.export.graph_integer import (  # noqa: E402
+  as_litert,
   integer_graph_forward,
-  observed_logit_range,
+  integer_graph_trace,
   rounding_differences,
   to_integer_graph,
 )
-from qdarts.export.graph_ir import GConv, GGlobalAvgPool, GRequant, Grid  # noqa: E402
+from qdarts.export.graph_ir import (  # noqa: E402
+  INPUT,
+  GConv,
+  GGlobalAvgPool,
+  GLinear,
+  GRequant,
+  Grid,
+  QuantizedGraph,
+)
 from qdarts.export.graph_tflite import (  # noqa: E402
   build_graph_tflite,
   export_graph_tflite,
-  graph_logit_quantization,
-  litert_logit_codes,
+  node_codes,
 )
-from qdarts.export.tflite import read_metadata, run_tflite  # noqa: E402
-
-
-def _logit_codes(logits, scale, zero_point):
-  return np.clip(np.round(np.asarray(logits, np.float64) / scale) + zero_point, -128, 127)
+from qdarts.export.tflite import read_metadata, run_tflite, run_tflite_tensors  # noqa: E402
 
 
 def test_builtin_kernels_compute_the_litert_integer_model_exactly(darts_graph, tmp_path):
+  """Every node's codes and the float32 logits (no int8 logit grid: BATCH_MATMUL's int32
+  accumulators, then float32 ops)."""
   graph, x = darts_graph
   path = export_graph_tflite(graph, tmp_path / "model.tflite")
-  scale, zero_point = graph_logit_quantization(graph)
-  got = _logit_codes(run_tflite(path, x, kernels="builtin"), scale, zero_point)
-  np.testing.assert_array_equal(got, litert_logit_codes(graph, x, scale, zero_point))
+  litert = to_integer_graph(graph, rounding="litert")
+  trace = integer_graph_trace(litert, x)
+  for name, codes in node_codes(path, litert, x, "builtin").items():
+    np.testing.assert_array_equal(codes, trace[name], err_msg=name)
+  logits = run_tflite(path, x, kernels="builtin")
+  np.testing.assert_array_equal(logits, integer_graph_forward(litert, x))
 
 
-@pytest.mark.parametrize("kernels", ["builtin", "xnnpack"])
-def test_litert_logits_close_to_single_rounding(darts_graph, tmp_path, kernels):
-  """LiteRT's logit codes against the integer model in single rounding (what was trained, ONNX
-  and C compute): measured 93.3% equal (builtin) and 93.6% (XNNPACK), 91.4% and 93.1% before
-  the accumulators were scaled up (:func:`~qdarts.export.graph_integer.as_litert`)."""
+def test_xnnpack_computes_the_single_rounding_integer_model_exactly(darts_graph, tmp_path):
+  """XNNPACK (LiteRT's default) requantizes in float32, once: with INT8 filters every node is
+  the integer model's ``"ort"`` form (float32 single rounding, as ONNX Runtime), logits too.
+  With INT4 filters the ≤ 4-bit convs fall back to the builtin kernels (measured 20 codes
+  apart on some tensor)."""
   graph, x = darts_graph
+  ort = to_integer_graph(graph, rounding="ort")
+  trace = integer_graph_trace(ort, x)
   path = export_graph_tflite(graph, tmp_path / "model.tflite")
-  scale, zero_point = graph_logit_quantization(graph)
-  got = _logit_codes(run_tflite(path, x, kernels=kernels), scale, zero_point)
-  expected = _logit_codes(integer_graph_forward(to_integer_graph(graph), x), scale, zero_point)
-  assert np.abs(got - expected).max() <= 1
-  assert np.mean(got == expected) >= 0.925
+  for name, codes in node_codes(path, ort, x, "xnnpack").items():
+    np.testing.assert_array_equal(codes, trace[name], err_msg=name)
+  np.testing.assert_array_equal(run_tflite(path, x), integer_graph_forward(ort, x))
+  int4 = export_graph_tflite(graph, tmp_path / "int4.tflite", int8_filters=False)
+  worst = max(np.abs(codes - trace[name]).max() for name, codes in node_codes(int4, ort, x).items())
+  assert worst > 1
 
 
 def test_scaled_accumulators_round_like_single_rounding(darts_graph):
   """Per node, fed single-rounding codes: gemmlowp's double rounding (LiteRT before the
   accumulators were scaled up) moves 5.3% of the conv output codes, 0.8% of the
   requantizations' and 31% of the global average pool's (MEAN); the export's scaled
-  accumulators leave 2.6% (2-bit weights in INT4 containers: ×4 only), 0 and 0."""
+  accumulators leave 0.25% (INT8 filters; 2.6% with 2-bit weights in INT4 containers: ×4
+  only), 0 and 0."""
   graph, x = darts_graph
   before = rounding_differences(graph, x, "double")
   after = rounding_differences(graph, x, "litert")
   assert before["GConv"] > 0.04 and before["GGlobalAvgPool"] > 0.25 and before["GRequant"] > 0
-  assert after["GConv"] < 0.03 and after["GGlobalAvgPool"] == after["GRequant"] == 0
+  assert after["GConv"] < 0.005 and after["GGlobalAvgPool"] == after["GRequant"] == 0
   assert after["GAdd"] == after["GConcat"] == after["GAvgPool"] == after["GMaxPool"] == 0
 
 
-def test_scaled_weights_are_the_trained_weights(darts_graph):
+@pytest.mark.parametrize("int8_filters", [True, False])
+def test_scaled_weights_are_the_trained_weights(darts_graph, int8_filters):
   """``codes·2^k`` at ``step·2^-k``: the same real weights and biases; INT4 codes stay in ±7."""
   graph, _ = darts_graph
-  single, litert = to_integer_graph(graph), to_integer_graph(graph, rounding="litert")
+  single = to_integer_graph(graph)
+  litert = as_litert(single, int8_filters=int8_filters)
   scaled = 0
   for a, b in zip(single.nodes, litert.nodes, strict=True):
     if isinstance(a.node, GConv):
@@ -84,7 +95,7 @@ def test_scaled_weights_are_the_trained_weights(darts_graph):
       np.testing.assert_array_equal(real_a, b.weight * b.w_step.astype(np.float64).reshape(shape))
       np.testing.assert_array_equal(a.bias * a.w_step.astype(np.float64),
                                     b.bias * b.w_step.astype(np.float64))  # fmt: skip
-      limit = 7 if a.node.w_bits <= 4 else 127
+      limit = 7 if a.node.w_bits <= 4 and not int8_filters else 127
       assert np.abs(b.weight).max() <= limit
       scaled += int(b.acc_bits.sum() > 0)
     elif isinstance(a.node, GGlobalAvgPool | GRequant) and b.weight is not None:
@@ -95,12 +106,13 @@ def test_scaled_weights_are_the_trained_weights(darts_graph):
 
 def test_the_model_holds_the_ops_of_a_darts_cell(darts_graph):
   graph, _ = darts_graph
-  model = fb.ModelT.InitFromPackedBuf(build_graph_tflite(graph), 0)
+  model = fb.ModelT.InitFromPackedBuf(build_graph_tflite(graph, int8_filters=False), 0)
   codes = {op.builtinCode for op in model.operatorCodes}
   names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
   used = {names[c] for c in codes}
   needed = {"ADD", "CONCATENATION", "MAX_POOL_2D", "AVERAGE_POOL_2D", "DEPTHWISE_CONV_2D"}
-  assert needed | {"CONV_2D", "STRIDED_SLICE", "RESHAPE", "FULLY_CONNECTED"} <= used
+  assert needed | {"CONV_2D", "STRIDED_SLICE", "RESHAPE", "BATCH_MATMUL", "CAST", "MUL"} <= used
+  assert not {"FULLY_CONNECTED", "DEQUANTIZE"} & used  # float32 logits, no int8 logit grid
   assert "MEAN" not in used  # the global average pool is a depthwise conv
   sub = model.subgraphs[0]
   dilated = [
@@ -112,6 +124,8 @@ def test_the_model_holds_the_ops_of_a_darts_cell(darts_graph):
   assert dilated  # the dil_conv ops
   types = {t.type for t in sub.tensors}
   assert fb.TensorType.INT4 in types and fb.TensorType.INT8 in types
+  default = fb.ModelT.InitFromPackedBuf(build_graph_tflite(graph), 0)
+  assert fb.TensorType.INT4 not in {t.type for t in default.subgraphs[0].tensors}
 
 
 def test_metadata_records_the_graph(darts_graph, tmp_path):
@@ -119,7 +133,7 @@ def test_metadata_records_the_graph(darts_graph, tmp_path):
   meta = read_metadata(export_graph_tflite(graph, tmp_path / "m.tflite"))
   assert meta["qdarts.graph"] == "dag" and meta["dataset"] == "synthetic"
   layers = {layer["name"]: layer for layer in meta["qdarts.layers"]}
-  assert layers["cell0.node0.from0.sep_conv_3x3.dw1"]["weights"] == "INT4"
+  assert layers["cell0.node0.from0.sep_conv_3x3.dw1"]["weights"] == "INT8"  # 2-bit codes
 
 
 def test_signed_low_bit_grids_are_refused_in_one_line(darts_graph, tmp_path):
@@ -143,42 +157,40 @@ def test_export_and_verify_records_litert(darts_graph, tmp_path):
   record = export_and_verify(graph, tmp_path, ["tflite"], x)["tflite"]
   assert record["path"] == "model.tflite" and record["max_logit_diff_lsb"] == 0.0  # exact
   assert record["prediction_agreement"] == 1.0 and record["kernels"] == "builtin (litert rounding)"
-  assert record["logit_range"] == "worst case"  # never calibrated on the verification inputs
+  assert record["filters"] == "int8" and record["xnnpack_prediction_agreement"] == 1.0
+  # XNNPACK computes the integer model's float32 single rounding on every tensor (measured 20
+  # codes apart with int8 QUANTIZE requantizations, or with INT4 filters)
+  assert record["xnnpack_max_logit_diff_lsb"] == 0.0 and record["xnnpack_max_code_diff"] == 0
+  int4 = export_and_verify(graph, tmp_path / "int4", ["tflite"], x, tflite_filters="int4")
+  assert int4["tflite"]["filters"] == "int4" and int4["tflite"]["max_logit_diff_lsb"] == 0.0
+  assert int4["tflite"]["xnnpack_max_code_diff"] > 1  # INT4 convs run on the builtin kernels
 
 
-def test_the_logit_range_comes_from_calibration_inputs_not_verification_inputs(
-  darts_graph, tmp_path
-):
-  graph, x = darts_graph
-  calibrated = with_logit_range(graph, x[:8])  # stands in for training inputs
-  lo, hi = (float(v) for v in calibrated.metadata[LOGIT_RANGE_KEY].split(","))
-  assert (lo, hi) == observed_logit_range(integer_graph_forward(to_integer_graph(graph), x[:8]))
-  record = export_and_verify(calibrated, tmp_path, ["tflite"], x[8:])["tflite"]
-  assert record["logit_range"] == "recorded from training inputs, x2"
-  assert record["max_logit_diff_lsb"] == 0.0
-  assert read_metadata(tmp_path / "model.tflite")["qdarts.logits"]["scale"] == pytest.approx(
-    graph_logit_quantization(graph, (lo, hi))[0]
-  )
-  broken = dataclasses.replace(graph, metadata={**graph.metadata, LOGIT_RANGE_KEY: "1.0"})
-  with pytest.raises(ConfigError, match=f"{LOGIT_RANGE_KEY}: expected two numbers"):
-    export_and_verify(broken, tmp_path / "b", ["tflite"], x[8:])
-  assert not (tmp_path / "b").exists()
+def _requant_graph(m: float) -> QuantizedGraph:
+  """input (4, 4, 8) → requantization with M = ``m`` (unsigned 8-bit grids, codes 0..255) →
+  global average pool → linear."""
+  step = 1 / 255
+  requant = GRequant("req", (INPUT,), Grid(step / m, 8, False))
+  gap = GGlobalAvgPool("gap", ("req",), Grid(step / m, 8, False))
+  linear = GLinear("fc", ("gap",), np.eye(8, 10) * 0.5, np.zeros(10), np.full(10, 0.5), 8)
+  return QuantizedGraph((requant, gap, linear), (4, 4, 8), Grid(step, 8, False), 10)
 
 
-def test_an_observed_logit_range_gives_finer_logit_codes(darts_graph, tmp_path):
-  """The worst-case range leaves real logits few int8 codes; a range from observed logits (as
-  export_and_verify writes it) spreads them over many more, still within a code of the
-  integer model."""
-  graph, x = darts_graph
-  igraph = to_integer_graph(graph, rounding="litert")
-  observed = integer_graph_forward(igraph, x)
-  logit_range = observed_logit_range(observed)
-  path = export_graph_tflite(graph, tmp_path / "m.tflite", logit_range)
-  meta = read_metadata(path)["qdarts.logits"]
-  scale, zero_point = graph_logit_quantization(graph, logit_range)
-  assert (meta["scale"], meta["zero_point"]) == (scale, zero_point)
-  assert scale < graph_logit_quantization(graph)[0] / 4
-  got = _logit_codes(run_tflite(path, x, kernels="builtin"), scale, zero_point)
-  expected = _logit_codes(observed, scale, zero_point)
-  assert np.abs(got - expected).max() <= 1
-  assert got.min() > -128 and got.max() < 127  # nothing saturates
+def test_xnnpack_requantizes_like_the_integer_model(tmp_path):
+  """A requantization with M ≥ 1/2 is a 1×1 depthwise conv, not QUANTIZE: XNNPACK's int8
+  QUANTIZE multiplies by M rounded to 8 fractional bits (measured here: one code off on 25% of
+  the codes); its depthwise conv requantizes in float32, and every code equals the integer
+  model's, with both kernels."""
+  graph = _requant_graph(0.70508)  # ≈ 180.5 / 256: about the most 8 fractional bits can miss
+  x = np.random.default_rng(1).uniform(0, 1, (64, 4, 4, 8)).astype(np.float32)
+  path = export_graph_tflite(graph, tmp_path / "m.tflite")
+  model = fb.ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+  assert fb.BuiltinOperator.QUANTIZE not in {
+    model.operatorCodes[op.opcodeIndex].builtinCode for op in model.subgraphs[0].operators[1:]
+  }  # the input's QUANTIZE (float → int8) only
+  expected = integer_graph_trace(to_integer_graph(graph, rounding="litert"), x)["req"] - 128
+  for kernels in ("builtin", "xnnpack"):
+    tensors = run_tflite_tensors(path, x, kernels=kernels)
+    (name,) = [k for k in tensors if k.startswith("req.")]
+    np.testing.assert_array_equal(tensors[name], expected)
+    np.testing.assert_array_equal(tensors["logits"], run_tflite(path, x, kernels=kernels))

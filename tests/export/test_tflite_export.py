@@ -246,6 +246,29 @@ def test_predictions_agree_with_the_oracle(tmp_path, case, kernels):
   assert np.mean(logits.argmax(1) == expected.argmax(1)) >= 0.99
 
 
+@pytest.mark.parametrize("case", LAYER_CASES)
+def test_xnnpack_with_int8_filters_computes_single_rounding(tmp_path, case):
+  """INT8 filters (the default) put every conv in XNNPACK, LiteRT's default runtime, which
+  requantizes once in float32: its logit codes equal the single-rounding reference's. With
+  INT4 filters the ≤ 4-bit convs fall back to the builtin kernels' double rounding (measured:
+  84% equal for mixed_a, up to 18 codes apart for low)."""
+  chain = _chain(case)
+  x = _inputs(256, seed=2)
+  logits = run_tflite(export_tflite(chain, tmp_path / "m.tflite"), x, kernels="xnnpack")
+  expected = reference_forward(chain, x, int32_bias=True)
+  fc = chain.layers[-1]
+  np.testing.assert_array_equal(_logit_codes(logits, fc), _logit_codes(expected, fc))
+
+
+def test_export_and_verify_records_xnnpack(tmp_path):
+  formats = pytest.importorskip("qdarts.export.formats")
+  x = _inputs(256, seed=2)
+  record = formats.export_and_verify(_chain("mixed_a"), tmp_path, ["tflite"], x)["tflite"]
+  assert record["filters"] == "int8" and record["prediction_agreement"] == 1.0
+  assert record["xnnpack_prediction_agreement"] == 1.0
+  assert record["xnnpack_max_logit_diff_lsb"] == 0.0
+
+
 @pytest.mark.parametrize("kernels", ["xnnpack", "builtin"])
 def test_dynamic_batch(tmp_path, kernels):
   chain = _chain("mixed_a")
@@ -259,7 +282,7 @@ def test_dynamic_batch(tmp_path, kernels):
 
 def test_low_bit_weights_are_stored_as_packed_int4(tmp_path):
   chain = make_chain((4, 2, 8, 3), (8, 8, 8, 8, 8))
-  model = _model(export_tflite(chain, tmp_path / "m.tflite"))
+  model = _model(export_tflite(chain, tmp_path / "m.tflite", int8_filters=False))
   tensors = _tensors_by_name(model)
   expected_layout = {  # stored layout of the HWIO / (cin, cout) codes
     "conv0": lambda c: c.transpose(3, 0, 1, 2),  # OHWI
@@ -296,7 +319,9 @@ def test_low_bit_weights_are_stored_as_packed_int4(tmp_path):
 
 def test_int4_weights_take_half_the_bytes_of_int8(tmp_path):
   def weight_bytes(w_bits):
-    model = _model(export_tflite(make_chain(w_bits, (8,) * 5), tmp_path / f"{w_bits}.tflite"))
+    model = _model(
+      export_tflite(make_chain(w_bits, (8,) * 5), tmp_path / f"{w_bits}.tflite", int8_filters=False)
+    )
     named = _tensors_by_name(model)
     return sum(
       len(model.buffers[t.buffer].data) for name, t in named.items() if name.endswith(".w")
@@ -371,7 +396,7 @@ def test_depthwise_filter_layout_and_multiplier(tmp_path):
 
 def test_metadata_records_bits_and_logit_quantization(tmp_path):
   chain = _chain("mixed_a")
-  meta = read_metadata(export_tflite(chain, tmp_path / "m.tflite"))
+  meta = read_metadata(export_tflite(chain, tmp_path / "m.tflite", int8_filters=False))
   assert meta["dataset"] == "toy"
   assert meta["qdarts.layers"] == [
     {"name": "conv0", "w_bits": 8, "a_bits": 8, "weights": "INT8"},

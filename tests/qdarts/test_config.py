@@ -56,6 +56,7 @@ BAD_OVERRIDES = [
   (["cost.weight=-1"], "cost.weight: expected a number >= 0"),
   (["search.warmup_epochs=30"], "search.warmup_epochs: expected an integer in [0, search.epochs"),
   (["data.dataset=imagenet"], "data.dataset: 'imagenet' is not one of digits, synthetic"),
+  (["export.tflite_filters=int3"], "export.tflite_filters: 'int3' is not one of int8, int4"),
   (["search.epochs"], "expected KEY=VALUE"),
   (["search=3"], "search: expected a mapping of SearchConfig fields"),
   (["bogus=1"], "bogus: unknown key"),

@@ -37,6 +37,8 @@ def test_export_onnx_and_c_verified_against_the_integer_model(
   if litert:  # LiteRT's int8 logits within 1 code of the integer model's, same predictions
     assert checks["tflite"]["max_logit_diff_lsb"] <= 1.0
     assert checks["tflite"]["prediction_agreement"] >= 0.99
+    assert checks["tflite"]["filters"] == "int8"  # every conv in XNNPACK, LiteRT's default
+    assert checks["tflite"]["xnnpack_prediction_agreement"] >= 0.99
   listed = {a["path"]: a for a in result["artifacts"]}
   assert {"c/model.c", "c/model.h", "c/manifest.json", "model.onnx"} <= set(listed)
   assert listed["c/model.c"]["bytes"] == (run / "c" / "model.c").stat().st_size
@@ -48,6 +50,7 @@ def test_bad_export_requests_end_in_one_line(finished_run, tmp_path, compilation
     ((tmp_path / "empty",), "no exportable SubNet"),
     ((tmp_path / "nowhere",), "not a folder"),
     ((finished_run[0], "--format", "onnx,pdf"), "'pdf' is not one of onnx, tflite, c, all"),
+    ((finished_run[0], "--tflite-filters", "int3"), "'int3' is not one of int8, int4"),
   ]
   for args, message in cases:
     proc = _export(*args, cache=compilation_cache_dir)
