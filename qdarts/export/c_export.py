@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -444,14 +445,30 @@ def export_c(
   """
   ichain = chain if isinstance(chain, IntegerChain) else to_integer_chain(chain, rounding=rounding)
   header, source = render_c(ichain, symbol)
+  runtime_files = RUNTIME_FILES if runtime else ()
+  return write_c_folder(
+    out_dir, header, source, runtime_files, lambda files: _manifest(ichain, symbol, files)
+  )
+
+
+def write_c_folder(
+  out_dir: str | os.PathLike,
+  header: str,
+  source: str,
+  runtime_files: tuple[str, ...],
+  manifest_of: Callable[[list[dict]], dict],
+) -> list[Path]:
+  """Writes ``model.h``, ``model.c``, copies of ``runtime_files`` from :func:`c_runtime_dir` and
+  ``manifest_of(digests of those files)`` as ``manifest.json`` (last), each atomically; returns
+  the paths written."""
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   written = [atomic_write_text(out / "model.h", header), atomic_write_text(out / "model.c", source)]
-  if runtime:
-    for name in RUNTIME_FILES:
-      written.append(atomic_write_bytes(out / name, (c_runtime_dir() / name).read_bytes()))
-  manifest = _manifest(ichain, symbol, [file_digest(path) for path in written])
-  written.append(atomic_write_json(out / "manifest.json", manifest))
+  for name in runtime_files:
+    written.append(atomic_write_bytes(out / name, (c_runtime_dir() / name).read_bytes()))
+  written.append(
+    atomic_write_json(out / "manifest.json", manifest_of([file_digest(p) for p in written]))
+  )
   return written
 
 
@@ -495,16 +512,33 @@ def build_c_runner(
     RuntimeError: no C compiler, or compilation failed (with the compiler's message).
   """
   export_dir = Path(export_dir)
+  runtime = export_dir if (export_dir / RUNTIME_FILES[1]).exists() else c_runtime_dir()
+  sources = [export_dir / "model.c", runtime / RUNTIME_FILES[1]]
+  return compile_driver(export_dir, sources, [f"-I{runtime}"], executable, compiler, flags)
+
+
+def compile_driver(
+  export_dir: Path,
+  sources: list[Path],
+  options: list[str],
+  executable: str | os.PathLike | None,
+  compiler: str | None,
+  flags: tuple[str, ...],
+) -> Path:
+  """Compiles ``sources`` with the ``qdarts_run`` driver for the model named in the folder's
+  ``manifest.json`` (``-DQDARTS_RUN_MODEL``), ``-I export_dir`` and ``options``.
+
+  Raises:
+    RuntimeError: no C compiler, or compilation failed (with the compiler's message).
+  """
   compiler = compiler or find_c_compiler()
   if compiler is None:
     raise RuntimeError("no C compiler found: install cc/gcc/clang or set CC")
   symbol = json.loads((export_dir / "manifest.json").read_text())["symbol"]
-  runtime = export_dir if (export_dir / RUNTIME_FILES[1]).exists() else c_runtime_dir()
   executable = Path(executable) if executable is not None else export_dir / "qdarts_run"
   command = [
-    compiler, *flags, f"-DQDARTS_RUN_MODEL={symbol}", f"-I{export_dir}", f"-I{runtime}",
-    str(export_dir / "model.c"), str(runtime / RUNTIME_FILES[1]), str(c_runtime_dir() / _DRIVER),
-    "-o", str(executable),
+    compiler, *flags, *options, f"-DQDARTS_RUN_MODEL={symbol}", f"-I{export_dir}",
+    *(str(path) for path in sources), str(c_runtime_dir() / _DRIVER), "-o", str(executable),
   ]  # fmt: skip
   result = subprocess.run(command, capture_output=True, text=True)
   if result.returncode != 0:

@@ -10,15 +10,12 @@ fixed point), and ``manifest.json`` (written last). The runtime computes exactly
 :mod:`qdarts.export.c_export` (8, 4 or 2-bit containers, output channels first).
 """
 
-import json
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from qdarts.export.c_export import (
-  _DRIVER,
   _IDENTIFIER,
   _RESERVED,
   _ROUNDING,
@@ -28,16 +25,15 @@ from qdarts.export.c_export import (
   _c_float,
   _c_int32,
   _c_string,
-  c_runtime_dir,
+  compile_driver,
   container_bits,
-  find_c_compiler,
   model_header,
   pack_weight_codes,
+  write_c_folder,
 )
 from qdarts.export.graph_file import node_kind
 from qdarts.export.graph_integer import IntegerGraph, IntNode, to_integer_graph
 from qdarts.export.graph_ir import INPUT, GAdd, GConv, GLinear, QuantizedGraph
-from qdarts.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text, file_digest
 
 FORMAT = "qdarts.c_graph_export/1"
 GRAPH_RUNTIME_FILES = ("qdarts_graph.h", "qdarts_graph.c", *RUNTIME_FILES)
@@ -249,14 +245,9 @@ def export_graph_c(
   """
   igraph = graph if isinstance(graph, IntegerGraph) else to_integer_graph(graph, rounding=rounding)
   header, source = render_graph_c(igraph, symbol)
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  written = [atomic_write_text(out / "model.h", header), atomic_write_text(out / "model.c", source)]
-  for name in GRAPH_RUNTIME_FILES:
-    written.append(atomic_write_bytes(out / name, (c_runtime_dir() / name).read_bytes()))
-  manifest = _manifest(igraph, symbol, [file_digest(path) for path in written])
-  written.append(atomic_write_json(out / "manifest.json", manifest))
-  return written
+  return write_c_folder(
+    out_dir, header, source, GRAPH_RUNTIME_FILES, lambda files: _manifest(igraph, symbol, files)
+  )
 
 
 def build_graph_c_runner(
@@ -273,20 +264,8 @@ def build_graph_c_runner(
     RuntimeError: no C compiler, or compilation failed (with the compiler's message).
   """
   export_dir = Path(export_dir)
-  compiler = compiler or find_c_compiler()
-  if compiler is None:
-    raise RuntimeError("no C compiler found: install cc/gcc/clang or set CC")
-  symbol = json.loads((export_dir / "manifest.json").read_text())["symbol"]
-  executable = Path(executable) if executable is not None else export_dir / "qdarts_run"
-  command = [
-    compiler, *flags, "-DQDARTS_RUN_GRAPH", f"-DQDARTS_RUN_MODEL={symbol}", f"-I{export_dir}",
-    str(export_dir / "model.c"), str(export_dir / "qdarts_graph.c"),
-    str(export_dir / "qdarts_infer.c"), str(c_runtime_dir() / _DRIVER), "-o", str(executable),
-  ]  # fmt: skip
-  result = subprocess.run(command, capture_output=True, text=True)
-  if result.returncode != 0:
-    raise RuntimeError(f"C compilation failed: {' '.join(command)}\n{result.stderr}")
-  return executable
+  sources = [export_dir / name for name in ("model.c", "qdarts_graph.c", "qdarts_infer.c")]
+  return compile_driver(export_dir, sources, ["-DQDARTS_RUN_GRAPH"], executable, compiler, flags)
 
 
 def decode_trace(igraph: IntegerGraph, trace: np.ndarray) -> dict[str, np.ndarray]:
