@@ -67,7 +67,15 @@ from qdarts.export.graph_ir import (
   Grid,
   QuantizedGraph,
 )
-from qdarts.export.onnx import OUTPUT_NAME, _Graph, _weight_dq, checked_model
+from qdarts.export.onnx import (
+  INPUT_NAME,
+  OUTPUT_NAME,
+  _Graph,
+  _weight_dq,
+  checked_model,
+  nchw_input,
+  ort_session,
+)
 from qdarts.run_dir import atomic_write_bytes
 
 
@@ -314,29 +322,16 @@ def run_graph_onnx_codes(
 
   The model is run with each ``<name>.q`` added as a graph output (in memory; ORT fuses the
   same nodes: a fused node still produces its codes)."""
-  import onnxruntime as ort  # noqa: PLC0415 (heavy; only the runner needs it)
-
-  from qdarts.export.onnx import INPUT_NAME, OPTIMIZATION_LEVELS  # noqa: PLC0415
-
   model = model if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model))
   model = onnx.ModelProto.FromString(model.SerializeToString())  # a copy
   grids = {INPUT: igraph.input_grid, **{n.node.name: n.out_grid for n in igraph.nodes[:-1]}}
   flat = {n.node.name for n in igraph.nodes[:-1] if len(n.out_shape) == 1}
   for name in grids:
-    model.graph.output.append(
-      onnx.helper.make_tensor_value_info(_codes(name), TensorProto.UINT8, None)
-    )
-  options = ort.SessionOptions()
-  options.log_severity_level = 3
-  options.graph_optimization_level = getattr(
-    ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization]
-  )
-  session = ort.InferenceSession(
-    model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-  )
-  nchw = np.ascontiguousarray(np.asarray(x_nhwc, np.float32).transpose(0, 3, 1, 2))
+    output = onnx.helper.make_tensor_value_info(_codes(name), TensorProto.UINT8, None)
+    model.graph.output.append(output)
+  session = ort_session(model, optimization)
   names = [OUTPUT_NAME, *(_codes(name) for name in grids)]
-  outputs = dict(zip(names, session.run(names, {INPUT_NAME: nchw}), strict=True))
+  outputs = dict(zip(names, session.run(names, {INPUT_NAME: nchw_input(x_nhwc)}), strict=True))
   codes = {OUTPUT_NAME: outputs.pop(OUTPUT_NAME)}
   for name, grid in grids.items():
     c = outputs[_codes(name)].astype(np.int32) - _zero_point(grid)

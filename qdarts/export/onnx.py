@@ -191,25 +191,43 @@ def run_onnx(
   Raises:
     ValueError: unknown ``optimization`` or an input that is not 4-D.
   """
-  import onnxruntime as ort  # heavy; only the runner needs it
+  x = np.asarray(x_nhwc, np.float32)
+  if x.ndim != 4:
+    raise ValueError(f"expected NHWC input (N, H, W, C), got shape {x.shape}")
+  session = ort_session(path, optimization, optimized_model_path)
+  (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: nchw_input(x)})
+  return logits
+
+
+def nchw_input(x_nhwc: np.ndarray) -> np.ndarray:
+  """The model input: float32 NCHW of the project's NHWC arrays."""
+  return np.ascontiguousarray(np.asarray(x_nhwc, np.float32).transpose(0, 3, 1, 2))
+
+
+def ort_session(
+  model: "str | os.PathLike | onnx.ModelProto",
+  optimization: str = "extended",
+  optimized_model_path: str | os.PathLike | None = None,
+):
+  """A CPU ONNX Runtime session of a file or an in-memory model at an optimization level of
+  :data:`OPTIMIZATION_LEVELS` (the runners' one place for session options).
+
+  Raises:
+    ValueError: unknown ``optimization``.
+  """
+  import onnxruntime as ort  # heavy; only the runners need it
 
   if optimization not in OPTIMIZATION_LEVELS:
     raise ValueError(
       f"optimization {optimization!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}"
     )
-  x = np.asarray(x_nhwc, np.float32)
-  if x.ndim != 4:
-    raise ValueError(f"expected NHWC input (N, H, W, C), got shape {x.shape}")
   options = ort.SessionOptions()
+  options.log_severity_level = 3
   level = OPTIMIZATION_LEVELS[optimization]
   options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
   # DQ(int4) + MatMul becomes MatMulNBits, which by default quantizes activations internally.
   options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
   if optimized_model_path is not None:
     options.optimized_model_filepath = os.fspath(optimized_model_path)
-  session = ort.InferenceSession(
-    os.fspath(path), sess_options=options, providers=["CPUExecutionProvider"]
-  )
-  nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-  (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: nchw})
-  return logits
+  source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else os.fspath(model)
+  return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
