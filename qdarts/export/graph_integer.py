@@ -442,13 +442,19 @@ def avg_pool_codes(x: np.ndarray, stride: int) -> np.ndarray:
   return (np.sign(total) * ((np.abs(total) + count // 2) // count)).astype(np.int32)
 
 
+def _conv_accumulators(n: IntNode, x: np.ndarray) -> np.ndarray:
+  """int64 ``b[c] + Σ x·w[c]`` of a conv node (exact)."""
+  node, kernel = n.node, np.moveaxis(n.weight, 0, -1).astype(np.int64)
+  acc = conv2d(x.astype(np.int64), kernel, node.stride, node.padding, node.dilation,
+               node.groups, node.offset)  # fmt: skip
+  return acc + n.bias
+
+
 def _ort_forward(n: IntNode, ins: list[np.ndarray]) -> np.ndarray:
   """A node in the ``"ort"`` form: its exact integer value, then :class:`OrtRequant`."""
   node, ort = n.node, n.ort
   if isinstance(node, GConv):
-    kernel = np.moveaxis(n.weight, 0, -1).astype(np.int64)
-    value = conv2d(ins[0].astype(np.int64), kernel, node.stride, node.padding, node.dilation,
-                   node.groups, node.offset) + n.bias  # fmt: skip
+    value = _conv_accumulators(n, ins[0])
   elif isinstance(node, GAdd):
     (w_a, w_b), (a, b) = ort.add_weights, ins
     value = a.astype(np.int64) * w_a + b.astype(np.int64) * w_b
@@ -468,10 +474,7 @@ def _int_forward(n: IntNode, ins: list[np.ndarray], rounding: str) -> np.ndarray
   if rounding == "ort" and n.ort is not None:
     return _ort_forward(n, ins)
   if isinstance(node, GConv):
-    kernel = np.moveaxis(n.weight, 0, -1).astype(np.int64)
-    acc = conv2d(ins[0].astype(np.int64), kernel, node.stride, node.padding, node.dilation,
-                 node.groups, node.offset)  # fmt: skip
-    return _apply(n.requant, acc + n.bias, rounding, conv=True)
+    return _apply(n.requant, _conv_accumulators(n, ins[0]), rounding, conv=True)
   if isinstance(node, GRequant):
     if n.weight is not None:  # the "litert" form: a 1×1 depthwise conv
       acc = ins[0].astype(np.int64) * n.weight[:, 0, 0, 0].astype(np.int64)
