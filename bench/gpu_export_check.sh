@@ -9,9 +9,11 @@ set -uo pipefail
 OUT=${OUT:-/tmp/qdarts_gpu_check}
 mkdir -p "$OUT"
 # No network there: the wheels as they are, then the project itself (its package data too).
-{ pip install --no-index --no-deps device_data/wheels/*.whl \
-    && pip install --no-index --no-deps --no-build-isolation . ; } >"$OUT/pip.txt" 2>&1 \
+# `python -m pip`: the machine's `pip` and `qdarts` scripts belong to another interpreter.
+{ python -m pip install --no-index --no-deps device_data/wheels/*.whl \
+    && python -m pip install --no-index --no-deps --no-build-isolation . ; } >"$OUT/pip.txt" 2>&1 \
   || echo "pip install failed (see pip.txt)"
+REPO=$PWD
 {
   nvidia-smi -L
   lscpu | grep "Model name"
@@ -28,7 +30,8 @@ PY
 } >"$OUT/versions.txt" 2>&1
 timeout 270 python -m pytest -q -p no:cacheprovider tests/export >"$OUT/export_tests.txt" 2>&1
 echo "export tests exit $?" >>"$OUT/export_tests.txt"
-timeout 240 python -c "import sys; from qdarts.cli import main; sys.exit(main())" search \
-  --out "$OUT/quickstart" configs/quickstart.yaml >"$OUT/quickstart.txt" 2>&1
-echo "quickstart exit $?" >>"$OUT/quickstart.txt"
+# From $OUT: in the checkout, ./qdarts (without its installed configs/) would shadow the install.
+(cd "$OUT" && timeout 300 python -c "import sys; from qdarts.cli import main; sys.exit(main())" \
+  search --out quickstart "$REPO/configs/quickstart.yaml" >quickstart.txt 2>&1
+  echo "quickstart exit $?" >>quickstart.txt)
 tail -n 3 "$OUT/export_tests.txt" "$OUT/quickstart.txt"
