@@ -428,17 +428,10 @@ def add_export_parser(subparsers) -> None:
 
 def _run_tflite_filters(run: Path) -> str:
   """``export.tflite_filters`` of the run's config.yaml; the default where it has none."""
-  import yaml  # noqa: PLC0415
+  from qdarts.config import ExportConfig, load_config  # noqa: PLC0415
 
-  from qdarts.config import ExportConfig  # noqa: PLC0415
-
-  try:
-    raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
-  except (OSError, yaml.YAMLError):
-    raw = {}
-  export = raw.get("export") if isinstance(raw, dict) else None
-  value = export.get("tflite_filters") if isinstance(export, dict) else None
-  return ExportConfig.tflite_filters if value is None else str(value)
+  path = run / "config.yaml"
+  return load_config(path).export.tflite_filters if path.is_file() else ExportConfig.tflite_filters
 
 
 def run_export(args) -> int:
