@@ -3,6 +3,7 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -139,3 +140,23 @@ def test_search_verifies_every_format_against_the_integer_model(finished_run):
     assert checks["c"]["bit_exact"] is True
   assert "## Exported models against the integer reference" in (run_dir / "report.md").read_text()
   assert (run_dir / "c" / "manifest.json").exists()
+
+
+def test_fake_quant_logits_are_computed_in_float32(monkeypatch):
+  """predict_logits traces in "highest" precision whatever the global default (a GPU's TF32
+  moved a DARTS network 33 accumulator steps from its integer model on an H100)."""
+  import qdarts.finetune as finetune  # noqa: PLC0415
+
+  seen = []
+  make_predict = finetune.make_predict
+
+  def recording(*args, **kwargs):
+    seen.append(jax.config.jax_default_matmul_precision)
+    return make_predict(*args, **kwargs)
+
+  monkeypatch.setattr(finetune, "make_predict", recording)
+  space = TinySpace((8, 8, 1), 5, 4, (4,), (1,), ("conv3x3",))
+  subnet = space.build((8,), (8,), nnx.Rngs(0), [Choice("conv3x3", 8, 8)])
+  with jax.default_matmul_precision("bfloat16"):
+    predict_logits(subnet, jnp.zeros((2, 8, 8, 1)))
+  assert seen == ["highest"]
